@@ -1,0 +1,244 @@
+"""The ``workbench`` command line.
+
+``workbench <group> <command> [--preset NAME_OR_PATH] [key=value ...] [--resume RUN_DIR]``
+
+Top-level commands of the core: ``train``, ``eval``, ``data``, ``bench``, ``report``. Subsystems add
+command groups (``rl``, ``cil``, ``compress``) through the ``workbench.commands`` entry-point group; each
+entry point names a :class:`CommandGroup` in a light module, so a subsystem's heavy imports (SB3,
+Avalanche) load only when one of its commands runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from workbench.config import describe, resolve_config
+from workbench.errors import WorkbenchError, suggest
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def load_object(spec: str) -> Any:
+    """Import ``"package.module:attribute"``."""
+    module, _, attr = spec.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+@dataclass
+class Command:
+    """A config-driven command.
+
+    ``config`` and ``run`` are ``"module:attr"`` strings imported on use. ``run(cfg, run)`` receives the
+    validated config object and the :class:`~workbench.runs.Run` (``None`` when ``creates_run`` is False)
+    and returns the summary dict (or ``None``). ``presets`` is a folder of YAML presets relative to the
+    package directory of the ``run`` module's top package; ``name_keys`` name the config keys that make the
+    default run name.
+    """
+
+    name: str
+    help: str
+    config: str
+    run: str
+    presets: str | None = None
+    default_preset: str | None = None
+    creates_run: bool = True
+    name_keys: tuple[str, ...] = ()
+    run_group: str | None = None
+
+    def presets_dir(self) -> Path | None:
+        if self.presets is None:
+            return None
+        top = importlib.import_module(self.run.split(":")[0].split(".")[0])
+        return Path(top.__file__).parent / self.presets
+
+
+@dataclass
+class CommandGroup:
+    name: str
+    help: str
+    commands: list[Command] = field(default_factory=list)
+    raw: dict[str, Callable[[list[str]], int]] = field(default_factory=dict)
+
+
+def _core_commands() -> tuple[list[Command], dict[str, tuple[str, Callable[[list[str]], int]]]]:
+    from workbench.commands import CORE_COMMANDS, RAW_COMMANDS
+
+    return CORE_COMMANDS, RAW_COMMANDS
+
+
+def _groups() -> dict[str, str]:
+    return {ep.name: ep.value for ep in entry_points(group="workbench.commands")}
+
+
+def _usage(groups: dict[str, str]) -> str:
+    core, raw = _core_commands()
+    lines = ["usage: workbench <command> [--preset NAME_OR_PATH] [key=value ...] [--resume RUN_DIR]", "", "commands:"]
+    for cmd in core:
+        lines.append(f"  {cmd.name:<10} {cmd.help}")
+    for name, (help_text, _) in raw.items():
+        lines.append(f"  {name:<10} {help_text}")
+    for name in sorted(groups):
+        lines.append(f"  {name:<10} {load_object(groups[name]).help} (workbench {name} --help)")
+    lines += ["", "workbench <command> --help lists a command's keys, types and defaults."]
+    return "\n".join(lines)
+
+
+def command_help(cmd: Command, prog: str) -> str:
+    schema = load_object(cmd.config)
+    rows = describe(schema)
+    width = max(len(r[0]) for r in rows)
+    tw = max(len(r[1]) for r in rows)
+    lines = [f"usage: {prog} [--preset NAME_OR_PATH] [key=value ...] [--resume RUN_DIR]", "", cmd.help, ""]
+    pdir = cmd.presets_dir()
+    if pdir is not None and pdir.is_dir():
+        names = sorted(p.stem for p in pdir.glob("*.yaml"))
+        default = f" (default: {cmd.default_preset})" if cmd.default_preset else ""
+        lines += [f"presets{default}: {', '.join(names)}", ""]
+    lines.append("keys:")
+    for key, typ, default, help_text in rows:
+        lines.append(f"  {key:<{width}}  {typ:<{tw}}  default {default:<12} {help_text}")
+    return "\n".join(lines)
+
+
+def _split_args(argv: list[str]) -> tuple[str | None, str | None, list[str], bool]:
+    preset = resume = None
+    overrides: list[str] = []
+    want_help = False
+    it = iter(argv)
+    for arg in it:
+        if arg in ("-h", "--help"):
+            want_help = True
+        elif arg in ("--preset", "--resume"):
+            value = next(it, None)
+            if value is None:
+                raise WorkbenchError(f"{arg} needs a value")
+            if arg == "--preset":
+                preset = value
+            else:
+                resume = value
+        elif arg.startswith("--preset=") or arg.startswith("--resume="):
+            key, value = arg[2:].split("=", 1)
+            preset, resume = (value, resume) if key == "preset" else (preset, value)
+        elif arg.startswith("-"):
+            raise WorkbenchError(f"unknown option {arg!r}; options are --preset, --resume, --help (keys are key=value)")
+        else:
+            overrides.append(arg)
+    return preset, resume, overrides, want_help
+
+
+def run_command(cmd: Command, argv: list[str], prog: str, group: str) -> int:
+    """Resolve the config, create or reopen the run directory, run, and report where the results are."""
+    from workbench import runs
+
+    preset, resume, overrides, want_help = _split_args(argv)
+    if want_help:
+        print(command_help(cmd, prog))
+        return 0
+    schema = load_object(cmd.config)
+    run_group = cmd.run_group or group
+    if resume is not None:
+        if not cmd.creates_run:
+            raise WorkbenchError(f"{prog} does not take --resume")
+        run, saved = runs.open_run(resume, run_group)
+        cfg = resolve_config(schema, overrides, base=saved)
+        run.save_config(cfg)
+    else:
+        cfg = resolve_config(schema, overrides, preset or cmd.default_preset, cmd.presets_dir())
+        run = runs.create_run(run_group, cfg, runs.default_name(cfg, cmd.name_keys)) if cmd.creates_run else None
+    fn = load_object(cmd.run)
+    if run is not None and run.is_main:
+        print(f"run directory: {run.dir}", flush=True)
+    try:
+        fn(cfg, run)
+    except WorkbenchError:
+        if run is not None and not run.resumed and run.is_main:
+            _discard_if_empty(run.dir)
+        raise
+    except KeyboardInterrupt:
+        if run is not None and run.is_main:
+            print(f"\ninterrupted; continue with: {prog} --resume {run.dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        if run is not None:
+            run.close()
+    if run is not None and run.is_main:
+        print(f"run directory: {run.dir}")
+        print(f"tensorboard --logdir {Path(cfg.run_root)}")
+    return 0
+
+
+def _discard_if_empty(path: Path) -> None:
+    """Remove a run directory that a rejected command created before writing any result."""
+    has_results = any((path / "checkpoints").iterdir()) if (path / "checkpoints").is_dir() else False
+    if not has_results and not (path / "summary.json").exists():
+        shutil.rmtree(path, ignore_errors=True)
+        for parent in (path.parent, path.parent.parent):
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+
+
+def _dispatch(argv: list[str]) -> int:
+    groups = _groups()
+    core, raw = _core_commands()
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage(groups))
+        return 0 if argv else EXIT_USAGE
+    head, rest = argv[0], argv[1:]
+    core_by_name = {c.name: c for c in core}
+    if head in core_by_name:
+        return run_command(core_by_name[head], rest, f"workbench {head}", head)
+    if head in raw:
+        return raw[head][1](rest)
+    if head in groups:
+        grp: CommandGroup = load_object(groups[head])
+        names = {c.name: c for c in grp.commands}
+        if not rest or rest[0] in ("-h", "--help"):
+            print(f"usage: workbench {head} <command> ...\n\n{grp.help}\n\ncommands:")
+            for c in grp.commands:
+                print(f"  {c.name:<10} {c.help}")
+            for name in grp.raw:
+                print(f"  {name:<10}")
+            return 0 if rest else EXIT_USAGE
+        sub, sub_rest = rest[0], rest[1:]
+        if sub in names:
+            return run_command(names[sub], sub_rest, f"workbench {head} {sub}", head)
+        if sub in grp.raw:
+            return grp.raw[sub](sub_rest)
+        valid = [*names, *grp.raw]
+        raise WorkbenchError(f"unknown command '{head} {sub}'{suggest(sub, valid)}; valid: {', '.join(valid)}")
+    valid = [*core_by_name, *raw, *groups]
+    raise WorkbenchError(f"unknown command '{head}'{suggest(head, valid)}; valid: {', '.join(sorted(valid))}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``workbench`` script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _dispatch(argv)
+    except WorkbenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception:  # noqa: BLE001 - a bug: show the traceback, exit 1
+        traceback.print_exc()
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

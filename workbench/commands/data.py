@@ -1,0 +1,50 @@
+"""``workbench data list | prepare NAME... [data_root=DIR] [download=true]``."""
+
+from __future__ import annotations
+
+from workbench.errors import WorkbenchError
+
+
+def _options(args: list[str]) -> tuple[list[str], dict[str, str]]:
+    names, opts = [], {}
+    for a in args:
+        if "=" in a:
+            k, v = a.split("=", 1)
+            if k not in ("data_root", "download"):
+                raise WorkbenchError(f"unknown key '{k}' for workbench data; valid: data_root, download")
+            opts[k] = v
+        else:
+            names.append(a)
+    return names, opts
+
+
+def main(argv: list[str]) -> int:
+    from workbench.data import DATASETS, is_available, prepare, resolve_data_root
+
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: workbench data list [data_root=DIR] | workbench data prepare NAME... [data_root=DIR] [download=true]")
+        return 0
+    sub, (names, opts) = argv[0], _options(argv[1:])
+    root = opts.get("data_root")
+    download = opts.get("download", "false").lower() in ("1", "true", "yes")
+    if sub == "list":
+        print(f"data root: {resolve_data_root(root)}")
+        print(f"{'name':<16} {'classes':>7} {'shape':<12} {'here':<5} description")
+        for name, info in DATASETS.items():
+            shape = f"{info.in_channels}x{info.image_size[0]}x{info.image_size[1]}"
+            here = "yes" if is_available(name, root) else "no"
+            print(f"{name:<16} {info.num_classes:>7} {shape:<12} {here:<5} {info.description}")
+        return 0
+    if sub == "prepare":
+        if not names:
+            raise WorkbenchError("workbench data prepare needs dataset names, e.g. workbench data prepare fashion-mnist")
+        for name in names:
+            if name not in DATASETS:
+                from workbench.errors import unknown
+
+                raise unknown("dataset", name, DATASETS)
+        for name in names:
+            path = prepare(name, data_root=root, download=download)
+            print(f"{name}: ready at {path}")
+        return 0
+    raise WorkbenchError(f"unknown data command '{sub}'; valid: list, prepare")

@@ -1,0 +1,46 @@
+"""``workbench eval model=RUN_DIR``: test accuracy of a saved model (trained, pruned or distilled)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from workbench.config import CommonConfig, opt
+from workbench.errors import WorkbenchError
+
+
+@dataclasses.dataclass
+class EvalConfig(CommonConfig):
+    model: str = opt("", "a run directory (uses checkpoints/model.pt) or a model file")
+    data_root: str | None = opt(None, "dataset folder (default: the one the model was trained with)")
+    batch_size: int = opt(512, "evaluation batch size")
+    precision: str = opt("fp32", "autocast precision", choices=("fp32", "bf16", "fp16"))
+
+    def validate(self) -> None:
+        if not self.model:
+            raise WorkbenchError("missing 'model': pass model=RUN_DIR (a run directory holding checkpoints/model.pt)")
+
+
+def model_file(path: str | Path) -> Path:
+    path = Path(path)
+    candidate = path / "checkpoints" / "model.pt" if path.is_dir() else path
+    if not candidate.is_file():
+        raise WorkbenchError(f"no saved model at {candidate}; pass a finished run directory or a model.pt file")
+    return candidate
+
+
+def run(cfg: EvalConfig, run: None) -> dict:
+    from workbench.checkpoint import load_model
+    from workbench.data import get_dataset
+    from workbench.device import choose_device
+    from workbench.trainer import evaluate_classifier
+
+    device = choose_device(cfg.device)
+    model, spec = load_model(model_file(cfg.model))
+    data_root = cfg.data_root if cfg.data_root is not None else spec.get("data_root")
+    test = get_dataset(spec["dataset"], "test", data_root=data_root, augment=False)
+    result = evaluate_classifier(model.to(device), test, device, cfg.batch_size, cfg.precision)
+    out = {"model": str(cfg.model), "dataset": spec["dataset"], "test_acc": result["acc"], "test_loss": result["loss"]}
+    print(json.dumps(out))
+    return out

@@ -1,0 +1,72 @@
+"""Every distillation loss used in the workbench: pure functions and small ``nn.Module``s, no training loop.
+
+- ``kd``: Hinton temperature KL and the γ·CE + α·T²·KL objective (arXiv 1503.02531).
+- ``feature``: feature MSE with an optional learned projector (CLIP-KD, arXiv 2307.12732).
+- ``attention_transfer``: activation attention maps and their L2 loss (arXiv 1612.03928).
+- ``relational``: RKD distance/angle (arXiv 1904.05068), similarity-preserving KD (arXiv 1907.09682).
+- ``rotation``: 4-rotation batches, joint labels 4·y + r and their KL (HSAKD, arXiv 2107.13715).
+- ``group``: mean and Decision-Attention group targets and losses (OPD-DA arXiv 2406.05488,
+  OKDDip arXiv 1912.00350).
+- ``mutual``: deep mutual learning over a cohort (arXiv 1706.00384).
+- ``embedding``: un-squared L2 embedding distance (eTag arXiv 2304.10103, IR arXiv 2403.16221).
+
+Shape errors raise ``ShapeError`` (a ``WorkbenchError`` and a ``ValueError``).
+"""
+
+from workbench.distill._checks import ShapeError
+from workbench.distill.attention_transfer import attention_map, attention_transfer_loss
+from workbench.distill.embedding import embedding_distance
+from workbench.distill.feature import FeatureMimicry, FeatureProjector, feature_mse
+from workbench.distill.group import (
+    DecisionAttention,
+    attention_group_targets,
+    decision_loss,
+    feature_loss,
+    mean_group_targets,
+    ramp_weight,
+)
+from workbench.distill.kd import hinton_objective, kd_loss
+from workbench.distill.mutual import dml_loss
+from workbench.distill.relational import (
+    pairwise_distances,
+    rkd_angle_loss,
+    rkd_distance_loss,
+    similarity_matrix,
+    similarity_preserving_loss,
+)
+from workbench.distill.rotation import (
+    joint_kd_loss,
+    joint_labels,
+    rotate_batch,
+    rotation_labels,
+    unrotated,
+)
+
+__all__ = [
+    "DecisionAttention",
+    "FeatureMimicry",
+    "FeatureProjector",
+    "ShapeError",
+    "attention_group_targets",
+    "attention_map",
+    "attention_transfer_loss",
+    "decision_loss",
+    "dml_loss",
+    "embedding_distance",
+    "feature_loss",
+    "feature_mse",
+    "hinton_objective",
+    "joint_kd_loss",
+    "joint_labels",
+    "kd_loss",
+    "mean_group_targets",
+    "pairwise_distances",
+    "ramp_weight",
+    "rkd_angle_loss",
+    "rkd_distance_loss",
+    "rotate_batch",
+    "rotation_labels",
+    "similarity_matrix",
+    "similarity_preserving_loss",
+    "unrotated",
+]

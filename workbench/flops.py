@@ -1,0 +1,54 @@
+"""MACs and parameter counts of a model, built on ``torch.utils.flop_counter.FlopCounterMode``.
+
+FlopCounterMode counts the matrix products of a forward pass (convolutions, linear layers,
+matmuls, attention) as 2 FLOPs per multiply-accumulate; BatchNorm, activations, pooling and
+additions are not counted, which is the convention of the papers' "MACs"/"FLOPs" tables. So
+
+    MACs = FLOPs / 2,  e.g. a k x k conv: C_out * (C_in / groups) * k^2 * H_out * W_out.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from workbench.errors import WorkbenchError
+
+
+def _probe_tensor(model: nn.Module, input_shape: tuple[int, ...]) -> torch.Tensor:
+    if not input_shape or any(int(s) < 1 for s in input_shape):
+        raise WorkbenchError(f"input_shape must be positive sizes of one sample, e.g. (3, 32, 32); got {input_shape}")
+    tensors = [*model.parameters(), *model.buffers()]
+    device = tensors[0].device if tensors else torch.device("cpu")
+    dtype = next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)
+    return torch.zeros((1, *input_shape), device=device, dtype=dtype)
+
+
+def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one forward pass on ONE sample of shape ``input_shape`` (e.g. (C, H, W)).
+
+    The model runs once on zeros, on its own device and dtype, in eval mode and without
+    gradients; every module's train/eval flag is restored afterwards.
+    """
+    x = _probe_tensor(model, tuple(input_shape))
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            model(x)
+    finally:
+        for m, training in modes:
+            m.training = training
+    return counter.get_total_flops() // 2
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters, trainable and frozen (shared parameters counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def model_cost(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """``{"macs": count_macs(model, input_shape), "params": count_params(model)}``."""
+    return {"macs": count_macs(model, input_shape), "params": count_params(model)}

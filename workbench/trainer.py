@@ -1,0 +1,443 @@
+"""The one supervised training loop of the workbench.
+
+Device choice, bf16/fp16 autocast (GradScaler for fp16), gradient clipping and accumulation, SGD/Adam/AdamW
+with step/multistep/cosine schedules and warm-up, optional ``torch.compile`` and channels-last, DDP when
+launched by ``torchrun`` (only rank 0 writes), callbacks, periodic evaluation, a progress bar, TensorBoard
+scalars, a checkpoint every epoch and on Ctrl-C, and exact resume.
+
+Exactness: the data order of epoch ``e`` comes from a generator seeded by ``(seed, e)`` and the global RNG
+is re-seeded from ``(seed, e)`` at the start of each epoch, so a run resumed at an epoch boundary replays
+exactly what an uninterrupted run does. A DDP rank takes every ``world``-th index of the same permutation,
+so the ranks' batches together are the single-process batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+
+from workbench import distributed
+from workbench.callbacks import Callback
+from workbench.checkpoint import load_checkpoint, save_checkpoint, unwrap_model
+from workbench.config import opt
+from workbench.device import PRECISIONS, autocast, grad_scaler
+from workbench.errors import WorkbenchError
+from workbench.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
+from workbench.runs import Run
+from workbench.seeding import derive_seed, rng_state, seed_everything, set_rng_state
+
+
+@dataclasses.dataclass
+class TrainerConfig:
+    """The training-loop keys shared by every supervised command."""
+
+    epochs: int = opt(10, "training epochs")
+    batch_size: int = opt(128, "global batch size (split across DDP ranks)")
+    optimizer: str = opt("sgd", "optimizer", choices=OPTIMIZERS)
+    lr: float = opt(0.1, "base learning rate")
+    momentum: float = opt(0.9, "SGD momentum")
+    nesterov: bool = opt(False, "Nesterov momentum (SGD)")
+    weight_decay: float = opt(5e-4, "weight decay")
+    schedule: str = opt("cosine", "learning-rate schedule", choices=SCHEDULES)
+    milestones: list[int] = opt([], "epochs where multistep multiplies the lr by gamma")
+    step_size: int = opt(30, "epochs between decays of the step schedule")
+    gamma: float = opt(0.1, "decay factor of step/multistep")
+    warmup_epochs: float = opt(0.0, "linear warm-up length in epochs")
+    grad_clip: float = opt(0.0, "clip the global gradient norm to this value (0 = off)")
+    grad_accum: int = opt(1, "optimizer step every N batches")
+    precision: str = opt("fp32", "autocast precision", choices=PRECISIONS)
+    compile: bool = opt(False, "torch.compile the model")
+    channels_last: bool = opt(False, "channels-last memory format for 4-D inputs")
+    eval_every: int = opt(1, "evaluate every N epochs (and after the last)")
+    eval_batch_size: int = opt(512, "batch size of evaluation")
+    num_workers: int = opt(0, "DataLoader worker processes")
+    log_every: int = opt(50, "log training scalars every N optimizer steps")
+    progress: bool = opt(True, "show a progress bar")
+
+    def validate_trainer(self) -> None:
+        for key in ("epochs", "batch_size", "grad_accum", "eval_every", "eval_batch_size", "log_every"):
+            if getattr(self, key) < 1:
+                raise WorkbenchError(f"bad value for '{key}': {getattr(self, key)}; must be ≥ 1")
+        if self.lr <= 0:
+            raise WorkbenchError(f"bad value for 'lr': {self.lr}; must be > 0")
+
+
+@dataclass
+class ObjectiveOutput:
+    """What an objective returns for one batch: the loss to minimise, logits for accuracy, named terms."""
+
+    loss: torch.Tensor
+    logits: torch.Tensor | None = None
+    terms: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+
+
+class Objective(nn.Module):
+    """The training objective: ``forward(model, inputs, targets) -> ObjectiveOutput``.
+
+    It is a module so that objectives with trainable parts (projectors, auxiliary heads) have their
+    parameters optimised and checkpointed with the model. Frozen parts (a teacher) set ``requires_grad``
+    to False and are skipped by the optimizer.
+    """
+
+    def forward(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> ObjectiveOutput:
+        logits = model(inputs)
+        return ObjectiveOutput(F.cross_entropy(logits, targets), logits)
+
+
+class EpochSampler(Sampler[int]):
+    """A seeded permutation per epoch, sharded across ranks, optionally starting mid-epoch.
+
+    Rank ``r`` of ``w`` yields ``perm[r::w]``; with the per-rank batch ``B/w`` the union of the ranks'
+    ``k``-th batches equals the single-process ``k``-th batch of size ``B``.
+    """
+
+    def __init__(self, n: int, seed: int, shuffle: bool = True, rank: int = 0, world: int = 1) -> None:
+        self.n, self.seed, self.shuffle, self.rank, self.world = n, seed, shuffle, rank, world
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Use epoch ``epoch``'s permutation, skipping this rank's first ``start`` indices."""
+        self.epoch, self.start = epoch, start
+
+    def _indices(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(derive_seed(self.seed, "data-order", self.epoch))
+            perm = torch.randperm(self.n, generator=g).tolist()
+        else:
+            perm = list(range(self.n))
+        pad = (-len(perm)) % self.world
+        perm += perm[:pad]
+        return perm[self.rank :: self.world]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._indices()[self.start :])
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.world) - self.start
+
+
+@torch.no_grad()
+def evaluate_classifier(
+    model: nn.Module,
+    dataset: Dataset,
+    device: torch.device,
+    batch_size: int = 512,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    num_workers: int = 0,
+) -> dict[str, float]:
+    """Top-1 accuracy (%) and mean cross-entropy of ``model`` on ``dataset``."""
+    was_training = model.training
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    correct, total, loss_sum = 0, 0, 0.0
+    for inputs, targets in loader:
+        inputs, targets = _to_device(inputs, device, channels_last), targets.to(device)
+        with autocast(device, precision):
+            logits = model(inputs)
+        loss_sum += F.cross_entropy(logits.float(), targets, reduction="sum").item()
+        correct += (logits.argmax(1) == targets).sum().item()
+        total += targets.numel()
+    model.train(was_training)
+    return {"acc": 100.0 * correct / max(1, total), "loss": loss_sum / max(1, total)}
+
+
+def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+class Trainer:
+    """Train ``model`` on ``train_data`` with ``cfg``; evaluate on ``eval_data``; log and checkpoint to ``run``.
+
+    Args:
+        model: the network (unwrapped; the trainer adds DDP / compile wrappers itself).
+        cfg: loop settings.
+        train_data / eval_data: map-style datasets of ``(input, label)``.
+        device: where to train.
+        run: run directory for logs and checkpoints (``None``: no files written).
+        objective: loss computation (default cross-entropy).
+        callbacks: hooks for extra losses, mask schedules, logging.
+        seed: master seed (data order, per-epoch RNG).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: TrainerConfig,
+        train_data: Dataset,
+        eval_data: Dataset | None = None,
+        *,
+        device: torch.device,
+        run: Run | None = None,
+        objective: Objective | None = None,
+        callbacks: Sequence[Callback] = (),
+        seed: int = 0,
+    ) -> None:
+        cfg.validate_trainer()
+        self.cfg, self.run, self.seed = cfg, run, seed
+        self.device = distributed.local_device(device)
+        distributed.init_distributed(self.device)
+        self.world, self.rank = distributed.world_size(), distributed.rank()
+        self.is_main = self.rank == 0
+        if cfg.batch_size % self.world:
+            raise WorkbenchError(f"batch_size={cfg.batch_size} must be divisible by the {self.world} DDP processes")
+        self.model = model.to(self.device)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.objective = (objective or Objective()).to(self.device)
+        self.callbacks = list(callbacks)
+        self.train_data, self.eval_data = train_data, eval_data
+        self.sampler = EpochSampler(len(train_data), seed, shuffle=True, rank=self.rank, world=self.world)
+        self.local_batch = cfg.batch_size // self.world
+        self.batches_per_epoch = math.ceil(len(self.sampler) / self.local_batch)
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.grad_accum)
+        params = list(self.model.parameters()) + list(self.objective.parameters())
+        self.optimizer = build_optimizer(params, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum, cfg.nesterov)
+        self.scheduler = build_scheduler(
+            self.optimizer,
+            self.steps_per_epoch,
+            cfg.epochs,
+            cfg.schedule,
+            warmup_epochs=cfg.warmup_epochs,
+            milestones=cfg.milestones,
+            step_size=cfg.step_size,
+            gamma=cfg.gamma,
+        )
+        self.scaler = grad_scaler(self.device, cfg.precision)
+        self.train_model = self._wrap(self.model)
+        self.epoch = 0  # epochs completed
+        self.batch_in_epoch = 0  # batches of the current epoch already trained (mid-epoch checkpoints)
+        self.global_step = 0  # optimizer steps
+        self.max_epochs = cfg.epochs
+        self.should_stop = False
+        self.history: list[dict[str, float]] = []
+        self._pending_logs: dict[str, float] = {}
+
+    # ----------------------------------------------------------------- setup
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        wrapped = model
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            wrapped = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if self.cfg.compile:
+            wrapped = torch.compile(wrapped)
+        return wrapped
+
+    def log(self, values: dict[str, float]) -> None:
+        """Add scalars to the next logged step (callbacks use this)."""
+        self._pending_logs.update(values)
+
+    # ----------------------------------------------------------------- checkpoints
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return None if self.run is None else self.run.checkpoints / "last.pt"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": unwrap_model(self.model).state_dict(),
+            "objective": self.objective.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "callbacks": [cb.state_dict() for cb in self.callbacks],
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "global_step": self.global_step,
+            "rng": rng_state(),
+            "history": self.history,
+        }
+
+    def save_checkpoint(self) -> None:
+        if self.is_main and self.checkpoint_path is not None:
+            save_checkpoint(self.checkpoint_path, self.state_dict())
+
+    def load_checkpoint(self, path: str | Path | None = None) -> None:
+        """Restore everything :meth:`state_dict` saved (model, optimizer, scheduler, scaler, RNG, counters)."""
+        path = path or self.checkpoint_path
+        state = load_checkpoint(path, map_location=self.device)
+        try:
+            unwrap_model(self.model).load_state_dict(state["model"])
+            self.objective.load_state_dict(state["objective"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise WorkbenchError(
+                f"checkpoint {path} does not match this model/config ({str(exc).splitlines()[0][:120]})"
+            ) from None
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        for cb, cb_state in zip(self.callbacks, state["callbacks"]):
+            cb.load_state_dict(cb_state)
+        self.epoch, self.batch_in_epoch = state["epoch"], state["batch_in_epoch"]
+        self.global_step, self.history = state["global_step"], list(state["history"])
+        set_rng_state(state["rng"])
+        if self.run is not None:
+            self.run.resume_logging_at(self.global_step)
+
+    # ----------------------------------------------------------------- loop
+    def fit(self, resume: bool = False) -> dict[str, float]:
+        """Train until ``cfg.epochs`` (or ``should_stop``); returns the last epoch's logs."""
+        if resume:
+            self.load_checkpoint()
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
+        logs: dict[str, float] = dict(self.history[-1]) if self.history else {}
+        try:
+            while self.epoch < self.max_epochs and not self.should_stop:
+                logs = self._run_epoch()
+        except KeyboardInterrupt:
+            self.save_checkpoint()
+            raise
+        for cb in self.callbacks:
+            cb.on_fit_end(self)
+        if self.run is not None:
+            self.run.logger.flush()
+        return logs
+
+    def _batches(self, epoch: int, start_batch: int) -> DataLoader:
+        self.sampler.set_epoch(epoch, start_batch * self.local_batch)
+        return DataLoader(
+            self.train_data,
+            batch_size=self.local_batch,
+            sampler=self.sampler,
+            num_workers=self.cfg.num_workers,
+            pin_memory=self.device.type == "cuda",
+            drop_last=False,
+            generator=torch.Generator().manual_seed(derive_seed(self.seed, "workers", epoch)),
+        )
+
+    def _run_epoch(self) -> dict[str, float]:
+        epoch, cfg = self.epoch, self.cfg
+        if self.batch_in_epoch == 0:
+            seed_everything(derive_seed(self.seed, "epoch", epoch))
+        for cb in self.callbacks:
+            cb.on_epoch_start(self, epoch)
+        self.train_model.train()
+        loader = self._batches(epoch, self.batch_in_epoch)
+        bar = tqdm(
+            total=self.batches_per_epoch,
+            initial=self.batch_in_epoch,
+            desc=f"epoch {epoch + 1}/{self.max_epochs}",
+            disable=not (cfg.progress and self.is_main),
+            leave=False,
+            dynamic_ncols=True,
+        )
+        sums = torch.zeros(3, device=self.device)  # loss·n, correct, n
+        term_sums: dict[str, torch.Tensor] = {}
+        start, seen = time.perf_counter(), 0
+        self.optimizer.zero_grad(set_to_none=True)
+        for inputs, targets in loader:
+            inputs = _to_device(inputs, self.device, cfg.channels_last)
+            targets = targets.to(self.device, non_blocking=True)
+            out = self._train_batch(inputs, targets)
+            n = targets.shape[0]
+            seen += n
+            sums[0] += out.loss.detach() * n
+            sums[2] += n
+            if out.logits is not None and out.logits.shape[0] == n:
+                sums[1] += (out.logits.detach().argmax(1) == targets).sum()
+            for k, v in out.terms.items():
+                term_sums[k] = term_sums.get(k, 0) + v.detach() * n
+            self.batch_in_epoch += 1
+            bar.update(1)
+            if self.batch_in_epoch % cfg.log_every == 0 and self.is_main:
+                bar.set_postfix(loss=f"{out.loss.item():.3f}")
+        bar.close()
+        elapsed = time.perf_counter() - start
+        distributed.all_reduce_sum(sums)
+        logs = {
+            "train/loss": (sums[0] / sums[2].clamp_min(1)).item(),
+            "train/acc": (100.0 * sums[1] / sums[2].clamp_min(1)).item(),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "throughput/images_per_s": seen * self.world / max(elapsed, 1e-9),
+            "time/epoch_s": elapsed,
+        }
+        for k, v in term_sums.items():
+            logs[f"train/{k}"] = (v / max(seen, 1)).item()
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        if self.eval_data is not None and (self.epoch % cfg.eval_every == 0 or self.epoch == self.max_epochs):
+            logs.update({f"test/{k}": v for k, v in self.evaluate().items()})
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, epoch, logs)
+        logs.update(self._pending_logs)
+        self._pending_logs = {}
+        logs["epoch"] = self.epoch
+        self.history.append(logs)
+        if self.run is not None:
+            self.run.logger.scalars(logs, self.global_step)
+        self.save_checkpoint()
+        return logs
+
+    def _train_batch(self, inputs: torch.Tensor, targets: torch.Tensor) -> ObjectiveOutput:
+        cfg = self.cfg
+        last_of_step = (
+            self.batch_in_epoch + 1
+        ) % cfg.grad_accum == 0 or self.batch_in_epoch + 1 == self.batches_per_epoch
+        sync = last_of_step or self.world == 1
+        ctx = self.train_model.no_sync() if (not sync and hasattr(self.train_model, "no_sync")) else _null()
+        with ctx:
+            with autocast(self.device, cfg.precision):
+                out = self.objective(self.train_model, inputs, targets)
+                loss = out.loss
+                for cb in self.callbacks:
+                    for name, term in cb.extra_loss(self, (inputs, targets), out).items():
+                        out.terms[name] = term
+                        loss = loss + term
+            out.loss = loss
+            self.scaler.scale(loss / cfg.grad_accum).backward()
+        if not last_of_step:
+            return out
+        self.scaler.unscale_(self.optimizer)
+        for cb in self.callbacks:
+            cb.on_after_backward(self)
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.global_step += 1
+        for cb in self.callbacks:
+            cb.on_step_end(self, self.global_step)
+        if self.run is not None and self.global_step % cfg.log_every == 0:
+            self.run.logger.scalars(
+                {"train/step_loss": loss.item(), "lr": self.optimizer.param_groups[0]["lr"]}, self.global_step
+            )
+        return out
+
+    def evaluate(self) -> dict[str, float]:
+        """Accuracy and loss on the eval set (rank 0 evaluates, the others wait)."""
+        result: dict[str, float] = {}
+        if self.is_main and self.eval_data is not None:
+            result = evaluate_classifier(
+                unwrap_model(self.model),
+                self.eval_data,
+                self.device,
+                self.cfg.eval_batch_size,
+                self.cfg.precision,
+                self.cfg.channels_last,
+                self.cfg.num_workers,
+            )
+        return distributed.broadcast_object(result)
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
