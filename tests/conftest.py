@@ -24,7 +24,11 @@ def workbench_cli(*args: str, cwd: Path | None = None, env: dict | None = None, 
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "workbench.cli", *args],
-        capture_output=True, text=True, cwd=cwd or ROOT, env=full_env, timeout=timeout,
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        env=full_env,
+        timeout=timeout,
     )
 
 

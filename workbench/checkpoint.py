@@ -75,7 +75,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
     """Rebuild a model saved by :func:`save_model`; returns ``(model, spec)``."""
     from workbench.models import build_model
     from workbench.prune.reshape import fit_modules_to_state_dict
-    from workbench.prune.units import replace_with_identity
+    from workbench.prune.units import remove_units
 
     data = load_checkpoint(path, fmt=MODEL_FORMAT, map_location=map_location)
     spec = data["spec"]
@@ -83,7 +83,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
         spec["name"], num_classes=spec["num_classes"], in_channels=spec["in_channels"], **spec.get("model_kwargs", {})
     )
     if spec.get("removed_units"):
-        replace_with_identity(model, spec["removed_units"])
+        remove_units(model, spec["removed_units"], spec["input_shape"])
     fit_modules_to_state_dict(model, data["state_dict"])
     try:
         model.load_state_dict(data["state_dict"])

@@ -11,6 +11,7 @@ Avalanche) load only when one of its commands runs.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import shutil
 import sys
 import traceback
@@ -79,7 +80,12 @@ def _core_commands() -> tuple[list[Command], dict[str, tuple[str, Callable[[list
 
 
 def _groups() -> dict[str, str]:
-    return {ep.name: ep.value for ep in entry_points(group="workbench.commands")}
+    """Installed command groups whose module imports (a subsystem that is not installed is skipped)."""
+    groups = {}
+    for ep in entry_points(group="workbench.commands"):
+        if importlib.util.find_spec(ep.value.split(":")[0].split(".")[0]) is not None:
+            groups[ep.name] = ep.value
+    return groups
 
 
 def _usage(groups: dict[str, str]) -> str:

@@ -20,8 +20,9 @@ def main(out: str) -> None:
     trainer = Trainer(model, cfg, data, data, device=torch.device("cpu"), seed=0)
     logs = trainer.fit()
     if distributed.is_main():
-        torch.save({"weights": [p.detach() for p in model.parameters()], "world": trainer.world,
-                    "acc": logs["test/acc"]}, out)
+        torch.save(
+            {"weights": [p.detach() for p in model.parameters()], "world": trainer.world, "acc": logs["test/acc"]}, out
+        )
     distributed.cleanup()
 
 

@@ -26,7 +26,14 @@ def test_defaults_preset_and_overrides_in_order(tmp_path):
     preset = tmp_path / "p.yaml"
     preset.write_text("epochs: 3\nlr: 0.5\nsub:\n  width: 4\n")
     cfg = resolve_config(Cfg, ["lr=1e-3", "seeds=0,1,2", "methods=kd,dml", "sub.width=16", "limit=5"], preset=preset)
-    assert (cfg.epochs, cfg.lr, cfg.seeds, cfg.methods, cfg.sub.width, cfg.limit) == (3, 1e-3, [0, 1, 2], ["kd", "dml"], 16, 5)
+    assert (cfg.epochs, cfg.lr, cfg.seeds, cfg.methods, cfg.sub.width, cfg.limit) == (
+        3,
+        1e-3,
+        [0, 1, 2],
+        ["kd", "dml"],
+        16,
+        5,
+    )
     assert to_dict(cfg)["sub"] == {"width": 16}
 
 

@@ -22,7 +22,9 @@ def main(argv: list[str]) -> int:
     from workbench.data import DATASETS, is_available, prepare, resolve_data_root
 
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: workbench data list [data_root=DIR] | workbench data prepare NAME... [data_root=DIR] [download=true]")
+        print(
+            "usage: workbench data list [data_root=DIR] | workbench data prepare NAME... [data_root=DIR] [download=true]"
+        )
         return 0
     sub, (names, opts) = argv[0], _options(argv[1:])
     root = opts.get("data_root")
@@ -37,7 +39,9 @@ def main(argv: list[str]) -> int:
         return 0
     if sub == "prepare":
         if not names:
-            raise WorkbenchError("workbench data prepare needs dataset names, e.g. workbench data prepare fashion-mnist")
+            raise WorkbenchError(
+                "workbench data prepare needs dataset names, e.g. workbench data prepare fashion-mnist"
+            )
         for name in names:
             if name not in DATASETS:
                 from workbench.errors import unknown

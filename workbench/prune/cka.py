@@ -180,7 +180,7 @@ class CKAAccumulator:
         self.samples += feats[0].shape[0]
 
     def compute(self) -> Tensor:
-        """The (L, L) float64 CKA matrix on the CPU."""
+        """The (L, L) float64 CKA matrix on the CPU (the biased estimator frees its stored features)."""
         if self.estimator == "biased":
             if not self._store:
                 raise WorkbenchError("CKA got no data: the loader yielded no batches")
@@ -208,10 +208,11 @@ def cka_matrix(
 ) -> Tensor:
     """L × L linear CKA between the outputs of the modules at ``paths``, in one pass over ``loader``.
 
-    The loader yields ``(inputs, targets)`` or plain input tensors; only the inputs are used. The
-    model runs in eval mode (its mode is restored after) and each batch's features of all paths
-    are hooked in the same forward pass. ``max_batches`` caps the batches read. Returns a float64
-    tensor on the CPU; ``estimator`` is ``"biased"`` (full batch) or ``"unbiased"`` (minibatch HSIC₁).
+    The loader yields ``(inputs, targets)`` or plain input tensors; only the inputs are used and
+    are moved to ``device``, where the model must already be. The model runs in eval mode (its
+    mode is restored after) and each batch's features of all paths are hooked in the same forward
+    pass. ``max_batches`` caps the batches read. Returns a float64 tensor on the CPU;
+    ``estimator`` is ``"biased"`` (full batch) or ``"unbiased"`` (minibatch HSIC₁).
     """
     acc = CKAAccumulator(estimator)
     was_training = model.training

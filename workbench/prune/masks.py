@@ -87,6 +87,7 @@ class FilterMaskSchedule(Callback):
         self.hard: dict[str, Tensor] = {}
         self._convs: dict[str, nn.Module] = {}
         self._bns: dict[str, list[nn.Module]] = {}
+        self._keep: dict[str, Tensor] = {}  # per layer with hard filters: 1 = live, 0 = hard, on the device
 
     # The three quantities a schedule follows; e = completed epochs, T = total epochs.
     def rate_at(self, e: int, total: int) -> float:
@@ -118,6 +119,13 @@ class FilterMaskSchedule(Callback):
             c = m.weight.shape[0]
             self.masks.setdefault(p, torch.zeros(c, dtype=torch.bool))
             self.hard.setdefault(p, torch.zeros(c, dtype=torch.bool))
+        self._refresh_keep()
+
+    def _refresh_keep(self) -> None:
+        self._keep = {}
+        for p, conv in self._convs.items():
+            if bool(self.hard[p].any()):
+                self._keep[p] = (~self.hard[p]).to(device=conv.weight.device, dtype=conv.weight.dtype)
 
     def on_fit_start(self, trainer: Trainer) -> None:
         self.setup(trainer.model)
@@ -148,6 +156,7 @@ class FilterMaskSchedule(Callback):
             selected_total += n
             hard_total += n_hard
             filters += c
+        self._refresh_keep()
         return {
             f"{self.name}/rate": rate,
             f"{self.name}/decay": alpha,
@@ -174,18 +183,20 @@ class FilterMaskSchedule(Callback):
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
         logs.update(self.apply(epoch, trainer.max_epochs))
 
+    def _mask_hard(self, grads: bool) -> None:
+        # Multiplying by a 0/1 vector keeps the step free of host-device synchronisation.
+        for p, keep in self._keep.items():
+            for t in self._tensors(p):
+                target = t.grad if grads else t
+                if target is not None:
+                    target.mul_(keep.view(-1, *([1] * (t.dim() - 1))))
+
     def on_after_backward(self, trainer: Trainer) -> None:
-        for p in self._convs:
-            rows = self.hard[p]
-            if bool(rows.any()):
-                for t in self._tensors(p):
-                    if t.grad is not None:
-                        t.grad[rows.to(t.grad.device)] = 0.0
+        self._mask_hard(grads=True)
 
     @torch.no_grad()
     def on_step_end(self, trainer: Trainer, step: int) -> None:
-        for p in self._convs:
-            self._scale(p, self.hard[p], 0.0)
+        self._mask_hard(grads=False)
 
     def pruning_plan(self) -> dict[str, list[int]]:
         """The selected filters per layer, ready for ``channels.prune_channels``."""
@@ -198,6 +209,8 @@ class FilterMaskSchedule(Callback):
         self.layers = list(state["layers"]) or self.layers
         self.masks = {p: m.bool().cpu() for p, m in state["masks"].items()}
         self.hard = {p: m.bool().cpu() for p, m in state["hard"].items()}
+        if self._convs:
+            self._refresh_keep()
 
 
 class SoftFilterPruning(FilterMaskSchedule):

@@ -1,0 +1,42 @@
+"""``workbench compress ...`` commands (light module: heavy imports happen when a command runs)."""
+
+from workbench.cli import Command, CommandGroup
+
+GROUP = CommandGroup(
+    name="compress",
+    help="model compression: SGLP layer pruning, filter pruning (SFP family, CPMC, PFGDF), knowledge distillation",
+    commands=[
+        Command(
+            name="sglp",
+            help="SGLP layer pruning of a trained model: CKA + Fisher segmentation + gradient-norm importance",
+            config="compression.prune_commands:SGLPConfig",
+            run="compression.prune_commands:run_sglp",
+            presets="presets",
+            name_keys=("baseline",),
+        ),
+        Command(
+            name="prune",
+            help="filter pruning: sfp | srfp | asrfp | ghfp | cpmc | pfgdf, then physical channel removal",
+            config="compression.prune_commands:PruneConfig",
+            run="compression.prune_commands:run_prune",
+            presets="presets",
+            name_keys=("method",),
+        ),
+        Command(
+            name="kd",
+            help="knowledge distillation: kd | hsakd (from a teacher run), mixskd | mcl | ctsl-mkt | ddnn-ekd",
+            config="compression.kd_commands:KDConfig",
+            run="compression.kd_commands:run_kd",
+            presets="presets",
+            name_keys=("method", "student"),
+        ),
+        Command(
+            name="compare",
+            help="a protocol's methods over seeds: a mean ± std table and plots (sglp-fmnist, prune-fmnist, kd-fmnist)",
+            config="compression.compare:CompareConfig",
+            run="compression.compare:run",
+            presets="presets",
+            name_keys=("protocol",),
+        ),
+    ],
+)
