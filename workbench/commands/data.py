@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, unknown
 
 
 def _options(args: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -22,9 +22,8 @@ def main(argv: list[str]) -> int:
     from workbench.data import DATASETS, is_available, prepare, resolve_data_root
 
     if not argv or argv[0] in ("-h", "--help"):
-        print(
-            "usage: workbench data list [data_root=DIR] | workbench data prepare NAME... [data_root=DIR] [download=true]"
-        )
+        print("usage: workbench data list [data_root=DIR]")
+        print("       workbench data prepare NAME... [data_root=DIR] [download=true]")
         return 0
     sub, (names, opts) = argv[0], _options(argv[1:])
     root = opts.get("data_root")
@@ -44,8 +43,6 @@ def main(argv: list[str]) -> int:
             )
         for name in names:
             if name not in DATASETS:
-                from workbench.errors import unknown
-
                 raise unknown("dataset", name, DATASETS)
         for name in names:
             path = prepare(name, data_root=root, download=download)

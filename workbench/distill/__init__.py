@@ -70,3 +70,30 @@ __all__ = [
     "similarity_preserving_loss",
     "unrotated",
 ]
+
+# Appended by the compression KD family (MCL's contrastive losses, MixSKD's mixup interpolation targets).
+from workbench.distill.contrastive import (  # noqa: E402
+    contrastive_loss,
+    off_diagonal,
+    similarity_logits,
+    soft_contrastive_loss,
+)
+from workbench.distill.mixup import (  # noqa: E402
+    interpolate,
+    mixup_consistency_loss,
+    mixup_cross_entropy,
+    mixup_feature_loss,
+    sample_lambda,
+)
+
+__all__ += [
+    "contrastive_loss",
+    "interpolate",
+    "mixup_consistency_loss",
+    "mixup_cross_entropy",
+    "mixup_feature_loss",
+    "off_diagonal",
+    "sample_lambda",
+    "similarity_logits",
+    "soft_contrastive_loss",
+]

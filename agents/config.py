@@ -1,0 +1,188 @@
+"""Typed configs of the ``workbench rl`` commands (train, eval, compare); light imports only."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from workbench.config import CommonConfig, opt
+from workbench.errors import WorkbenchError
+
+ALGOS = ("ppo", "dqn")
+METHODS = ("independent", "opd-mean", "dml", "opd-da")
+SCHEDULES = ("constant", "linear")
+
+
+@dataclass
+class PPOConfig:
+    """SB3 PPO hyper-parameters (defaults: RL Zoo's Atari settings)."""
+
+    n_steps: int = opt(128, "rollout length per env")
+    batch_size: int = opt(256, "minibatch size")
+    n_epochs: int = opt(4, "epochs over each rollout")
+    learning_rate: float = opt(2.5e-4, "Adam learning rate")
+    lr_schedule: str = opt("linear", "learning-rate schedule over training", SCHEDULES)
+    clip_range: float = opt(0.1, "PPO clip range")
+    clip_schedule: str = opt("linear", "clip-range schedule over training", SCHEDULES)
+    gamma: float = opt(0.99, "discount")
+    gae_lambda: float = opt(0.95, "GAE lambda")
+    ent_coef: float = opt(0.01, "entropy coefficient")
+    vf_coef: float = opt(0.5, "value-loss coefficient")
+    max_grad_norm: float = opt(0.5, "gradient-norm clip")
+    net_arch: list[int] = opt([], "hidden layers after the feature extractor ([]: SB3's default for the policy)")
+
+
+@dataclass
+class DQNConfig:
+    """SB3 DQN hyper-parameters (defaults: RL Zoo's Atari settings, memory-optimised buffer)."""
+
+    buffer_size: int = opt(100_000, "replay capacity in transitions, per student")
+    optimize_memory_usage: bool = opt(True, "store each frame stack once (next_obs shares the array): half the memory")
+    learning_starts: int = opt(100_000, "steps of random play before learning")
+    batch_size: int = opt(32, "replay minibatch size")
+    learning_rate: float = opt(1e-4, "Adam learning rate")
+    gamma: float = opt(0.99, "discount")
+    train_freq: int = opt(4, "env steps (per env) between updates")
+    gradient_steps: int = opt(1, "updates per train_freq")
+    target_update_interval: int = opt(1000, "env steps between target-network copies")
+    exploration_fraction: float = opt(0.1, "fraction of training over which epsilon decays")
+    exploration_final_eps: float = opt(0.01, "final epsilon")
+    max_grad_norm: float = opt(10.0, "gradient-norm clip")
+    net_arch: list[int] = opt([], "hidden layers of the Q head ([]: SB3's default for the policy)")
+
+
+@dataclass
+class TrainConfig(CommonConfig):
+    """``workbench rl train``: a group of SB3 students learning one game with online distillation."""
+
+    env: str = opt("CartPole-v1", "Gymnasium id: ALE/<Game>-v5, <Game>NoFrameskip-v4, CartPole-v1, Acrobot-v1, ...")
+    algo: str = opt("ppo", "RL algorithm of every student", ALGOS)
+    method: str = opt("opd-da", "independent (no distillation), opd-mean, dml, opd-da (decision attention)", METHODS)
+    students: int = opt(3, "group size M")
+    total_steps: int = opt(100_000, "env steps per student")
+    n_envs: int = opt(8, "envs per student")
+    env_backend: str = opt("ale", "Atari backend: ale (native AtariVectorEnv) or sb3 (make_atari_env)", ("ale", "sb3"))
+    env_threads: int = opt(0, "threads of the native Atari env (0: ale-py's choice)")
+    sticky_actions: float = opt(-1.0, "sticky-action probability; -1: the id's default (0.25 for -v5, 0 for -v4)")
+    frame_stack: int = opt(4, "stacked frames of Atari observations")
+    lambda_dec: float = opt(1.0, "weight of the decision-distillation loss")
+    lambda_feat: float = opt(0.1, "weight of the feature-distillation loss (opd-da)")
+    temperature: float = opt(3.0, "distillation temperature T (opd-mean, opd-da; dml uses T=1)")
+    dqn_tau: float = opt(1.0, "DQN decisions are softmax(Q / tau)")
+    ramp_steps: int = opt(0, "steps of the exp(-5(1-t)^2) ramp-up of the decision loss (0: none)")
+    attention_source: str = opt("features", "what the decision-attention maps act on", ("features", "decisions"))
+    attention_lr: float = opt(0.0, "Adam learning rate of W_q, W_k (0: the students' learning rate)")
+    attention_scaled: bool = opt(False, "divide attention scores by sqrt(P)")
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    dqn: DQNConfig = field(default_factory=DQNConfig)
+    eval_every: int = opt(0, "evaluate every N steps per student (0: only at the end)")
+    eval_episodes: int = opt(5, "evaluation episodes per student (0: no evaluation)")
+    eval_envs: int = opt(4, "parallel envs of each student's evaluation")
+    eval_deterministic: bool = opt(False, "PPO: greedy actions in evaluation (default: sample)")
+    eval_epsilon: float = opt(0.001, "DQN: epsilon of evaluation")
+    eval_max_steps: int = opt(27_000, "cap on the steps of one evaluation episode")
+    log_every: int = opt(1000, "log training curves every N steps per student (PPO: at least every rollout)")
+    checkpoint_every: int = opt(50_000, "checkpoint every N steps per student (0: only at the end / on Ctrl-C)")
+    save_replay: bool = opt(False, "DQN: put the replay buffers in the checkpoint (large)")
+    threads: int = opt(0, "torch CPU threads (0: torch's default)")
+    progress: bool = opt(True, "progress bar")
+
+    def validate(self) -> None:
+        from agents.envs import observation_bytes, parse_env_id
+
+        spec = parse_env_id(self.env)
+        if self.students < 1:
+            raise WorkbenchError(f"students must be >= 1, got {self.students}")
+        if self.method != "independent" and self.students < 2:
+            raise WorkbenchError(f"method={self.method} distils between students: set students >= 2")
+        for key in ("total_steps", "n_envs", "frame_stack"):
+            if getattr(self, key) < 1:
+                raise WorkbenchError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.temperature <= 0 or self.dqn_tau <= 0:
+            raise WorkbenchError("temperature and dqn_tau must be > 0")
+        if self.algo == "ppo":
+            rollout = self.ppo.n_steps * self.n_envs
+            if self.ppo.batch_size < 2 or self.ppo.batch_size > rollout:
+                raise WorkbenchError(
+                    f"ppo.batch_size={self.ppo.batch_size} must be in [2, n_steps*n_envs={rollout}]"
+                )
+        if self.algo == "dqn":
+            check_replay_memory(self, observation_bytes(spec, self.frame_stack))
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new allocations (``MemAvailable``), or total physical memory."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def replay_bytes(cfg: TrainConfig, obs_bytes: int) -> int:
+    """Observation bytes of all students' replay buffers: ``M × capacity × obs × (1 or 2)``.
+
+    SB3 stores ``observations`` and, unless ``optimize_memory_usage``, a second ``next_observations``
+    array of the same size; rewards/actions/dones are negligible next to 28,224-byte Atari stacks.
+    """
+    copies = 1 if cfg.dqn.optimize_memory_usage else 2
+    return cfg.students * cfg.dqn.buffer_size * obs_bytes * copies
+
+
+def check_replay_memory(cfg: TrainConfig, obs_bytes: int) -> None:
+    need = replay_bytes(cfg, obs_bytes)
+    have = available_memory()
+    if need > 0.9 * have:
+        gib = 1024**3
+        raise WorkbenchError(
+            f"the DQN replay buffers need {need / gib:.1f} GiB ({cfg.students} students x {cfg.dqn.buffer_size} "
+            f"transitions x {obs_bytes} B{'' if cfg.dqn.optimize_memory_usage else ' x 2'}) but only "
+            f"{have / gib:.1f} GiB is available; lower dqn.buffer_size or set dqn.optimize_memory_usage=true"
+        )
+
+
+@dataclass
+class EvalConfig(CommonConfig):
+    """``workbench rl eval run_dir=RUN_DIR``: evaluate every student of a (finished or interrupted) run."""
+
+    run_dir: str = opt("", "the run directory of a `workbench rl train` run")
+    episodes: int = opt(10, "episodes per student")
+    eval_envs: int = opt(4, "parallel envs per student")
+    deterministic: bool = opt(False, "PPO: greedy actions (default: sample)")
+    epsilon: float = opt(0.001, "DQN: evaluation epsilon")
+    max_steps: int = opt(27_000, "cap on the steps of one episode")
+    gif: bool = opt(False, "save a short GIF of the best student into the run's plots/")
+    gif_steps: int = opt(400, "frames in the GIF")
+
+    def validate(self) -> None:
+        if not self.run_dir:
+            raise WorkbenchError("give the run to evaluate: workbench rl eval run_dir=RUN_DIR (or RUN_DIR)")
+        if self.episodes < 1:
+            raise WorkbenchError(f"episodes must be >= 1, got {self.episodes}")
+
+
+@dataclass
+class CompareConfig(CommonConfig):
+    """``workbench rl compare``: methods × seeds of one train config, run in this process, then one table."""
+
+    env: str = opt("CartPole-v1", "env id of every run")
+    algo: str = opt("ppo", "RL algorithm", ALGOS)
+    methods: list[str] = opt(list(METHODS), "methods to compare", METHODS)
+    seeds: list[int] = opt([0, 1, 2], "master seeds")
+    students: int = opt(3, "group size")
+    total_steps: int = opt(15_000, "env steps per student")
+    preset: str = opt("", "train preset of every run (default: cartpole / atari-ppo / atari-dqn by env and algo)")
+    overrides: list[str] = opt([], "extra train overrides, e.g. n_envs=4,eval_episodes=10")
+    progress: bool = opt(False, "progress bar of each run")
+
+    def validate(self) -> None:
+        from agents.envs import parse_env_id
+
+        parse_env_id(self.env)
+        if not self.methods or not self.seeds:
+            raise WorkbenchError("compare needs at least one method and one seed")
+        if self.students < 1:
+            raise WorkbenchError(f"students must be >= 1, got {self.students}")
