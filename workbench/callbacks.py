@@ -34,6 +34,9 @@ class Callback:
     def on_step_end(self, trainer: Trainer, step: int) -> None:
         """After the optimizer step; ``step`` is the global optimizer step (1-based)."""
 
+    def on_train_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
+        """After the epoch's last step, before its evaluation (apply masks here so the test sees them)."""
+
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
         """After the epoch and its evaluation. Add scalars to ``logs`` to have them logged."""
 

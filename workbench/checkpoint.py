@@ -13,6 +13,7 @@ import torch
 
 from workbench.errors import WorkbenchError
 from workbench.io import atomic_write
+from workbench.models.features import unwrap as unwrap_model
 
 TRAINER_FORMAT = "workbench-trainer/1"
 MODEL_FORMAT = "workbench-model/1"
@@ -47,17 +48,6 @@ def load_checkpoint(
             f"(found {found!r}); point to a file written by workbench"
         )
     return data
-
-
-def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain module inside DDP and ``torch.compile`` wrappers."""
-    while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
-            model = model.module
-        else:
-            return model
 
 
 def save_model(path: str | Path, model: torch.nn.Module, spec: dict[str, Any]) -> Path:

@@ -37,6 +37,38 @@ def load_object(spec: str) -> Any:
     return obj
 
 
+def parse_options(argv: Sequence[str], allowed: dict[str, type], command: str) -> tuple[list[str], dict[str, Any]]:
+    """Split a raw command's arguments into positionals and typed ``key=value`` options.
+
+    ``allowed`` maps each key to ``str``, ``int`` or ``bool``; an unknown key or a bad value raises a
+    one-line WorkbenchError naming the key.
+    """
+    positional: list[str] = []
+    options: dict[str, Any] = {}
+    for arg in argv:
+        if "=" not in arg:
+            positional.append(arg)
+            continue
+        key, raw = arg.split("=", 1)
+        if key not in allowed:
+            raise WorkbenchError(
+                f"unknown key '{key}' for {command}{suggest(key, allowed)}; valid: {', '.join(allowed)}"
+            )
+        kind = allowed[key]
+        if kind is bool:
+            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise WorkbenchError(f"bad value for '{key}': {raw!r}; valid: true, false")
+            options[key] = raw.lower() in ("true", "1", "yes")
+        elif kind is int:
+            try:
+                options[key] = int(raw)
+            except ValueError:
+                raise WorkbenchError(f"bad value for '{key}': {raw!r} is not a valid int") from None
+        else:
+            options[key] = raw
+    return positional, options
+
+
 @dataclass
 class Command:
     """A config-driven command.
@@ -146,7 +178,8 @@ def _split_args(argv: list[str]) -> tuple[str | None, str | None, list[str], boo
 
 def run_command(cmd: Command, argv: list[str], prog: str, group: str) -> int:
     """Resolve the config, create or reopen the run directory, run, and report where the results are."""
-    from workbench import runs
+    from workbench import distributed, runs
+    from workbench.device import choose_device
 
     preset, resume, overrides, want_help = _split_args(argv)
     if want_help:
@@ -154,15 +187,22 @@ def run_command(cmd: Command, argv: list[str], prog: str, group: str) -> int:
         return 0
     schema = load_object(cmd.config)
     run_group = cmd.run_group or group
+    if resume is not None and not cmd.creates_run:
+        raise WorkbenchError(f"{prog} does not take --resume")
+    run = None
     if resume is not None:
-        if not cmd.creates_run:
-            raise WorkbenchError(f"{prog} does not take --resume")
         run, saved = runs.open_run(resume, run_group)
         cfg = resolve_config(schema, overrides, base=saved)
-        run.save_config(cfg)
     else:
         cfg = resolve_config(schema, overrides, preset or cmd.default_preset, cmd.presets_dir())
-        run = runs.create_run(run_group, cfg, runs.default_name(cfg, cmd.name_keys)) if cmd.creates_run else None
+    if distributed.launched_by_torchrun():
+        # join the process group before the run directory exists: only rank 0 creates and writes it
+        distributed.init_distributed(distributed.local_device(choose_device(cfg.device)))
+    if run is not None:
+        run.is_main = distributed.is_main()
+        run.save_config(cfg)
+    elif cmd.creates_run:
+        run = runs.create_run(run_group, cfg, runs.default_name(cfg, cmd.name_keys))
     fn = load_object(cmd.run)
     if run is not None and run.is_main:
         print(f"run directory: {run.dir}", flush=True)

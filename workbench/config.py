@@ -144,14 +144,15 @@ def _field_at_cfg_type(cfg: DictConfig, key: str) -> str:
         return "value"
 
 
-def _flatten(data: dict, prefix: str = "") -> list[tuple[str, Any]]:
-    items = []
+def flatten_dict(data: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``."""
+    items: dict[str, Any] = {}
     for k, v in data.items():
         dotted = f"{prefix}.{k}" if prefix else str(k)
         if isinstance(v, dict):
-            items.extend(_flatten(v, dotted))
+            items.update(flatten_dict(v, dotted))
         else:
-            items.append((dotted, v))
+            items[dotted] = v
     return items
 
 
@@ -196,7 +197,7 @@ def resolve_config(
         layers.append((f"preset {path.name}", data))
     for source, data in layers:
         _check_keys(schema, data)
-        for key, value in _flatten(data):
+        for key, value in flatten_dict(data).items():
             _merge_value(cfg, key, value, source)
     for key, value in parse_overrides(schema, overrides):
         _merge_value(cfg, key, value, "command line")

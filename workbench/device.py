@@ -26,6 +26,11 @@ def choose_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     if base == "cuda" and not torch.cuda.is_available():
         raise WorkbenchError("device=cuda requested but no CUDA GPU is visible; use device=cpu or device=auto")
+    if ":" in name:
+        index = name.split(":", 1)[1]
+        count = torch.cuda.device_count() if base == "cuda" else 1
+        if not index.isdigit() or int(index) >= count:
+            raise WorkbenchError(f"bad value for 'device': {name!r}; valid indices are 0..{count - 1}")
     if base == "mps" and not torch.backends.mps.is_available():
         raise WorkbenchError("device=mps requested but MPS is not available; use device=cpu or device=auto")
     return torch.device(name)

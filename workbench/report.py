@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from workbench.config import flatten_dict
 from workbench.errors import WorkbenchError
 from workbench.io import atomic_write_text
 from workbench.runs import find_runs, load_config_dict, load_summary
@@ -34,22 +35,11 @@ def format_mean_std(values: Sequence[float], digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}.{k}" if prefix else k
-        if isinstance(v, dict):
-            out.update(_flat(v, key))
-        else:
-            out[key] = v
-    return out
-
-
 def group_runs(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
     """Group runs that differ only by seed; returns rows with ``config``, ``seeds`` and ``summaries``."""
     groups: dict[str, dict[str, Any]] = {}
     for run_dir in find_runs(list(paths)):
-        cfg = _flat(load_config_dict(run_dir))
+        cfg = flatten_dict(load_config_dict(run_dir))
         key_cfg = {k: v for k, v in cfg.items() if k not in IGNORED_KEYS}
         key = json.dumps(key_cfg, sort_keys=True, default=str)
         row = groups.setdefault(key, {"config": key_cfg, "seeds": [], "summaries": [], "dirs": []})
@@ -116,11 +106,9 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: workbench report PATH... [out=DIR]   (default out: the first PATH)")
         return 0
-    paths = [a for a in argv if "=" not in a]
-    opts = dict(a.split("=", 1) for a in argv if "=" in a)
-    unknown_keys = set(opts) - {"out"}
-    if unknown_keys:
-        raise WorkbenchError(f"unknown key '{sorted(unknown_keys)[0]}' for workbench report; valid: out")
+    from workbench.cli import parse_options
+
+    paths, opts = parse_options(argv, {"out": str}, "workbench report")
     if not paths:
         raise WorkbenchError("workbench report needs at least one PATH holding run directories")
     out = opts.get("out") or (paths[0] if Path(paths[0]).is_dir() else ".")

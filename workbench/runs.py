@@ -23,7 +23,6 @@ from workbench.tracking import RunLogger
 
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
-METRICS_FILE = "metrics.jsonl"
 
 
 def _slug(text: str) -> str:
@@ -132,7 +131,10 @@ def load_summary(run_dir: str | Path) -> dict | None:
     path = Path(run_dir) / SUMMARY_FILE
     if not path.is_file():
         return None
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise WorkbenchError(f"{path} is not valid JSON; delete the run or re-run it") from None
 
 
 def find_runs(paths: list[str | Path]) -> list[Path]:

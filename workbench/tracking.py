@@ -71,7 +71,7 @@ class RunLogger:
 def _truncate_metrics(path: Path, step: int) -> None:
     if not path.is_file():
         return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    kept = [line for line in path.read_text().splitlines() if (entry := _parse(line)) and entry["step"] <= step]
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
@@ -80,4 +80,13 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [entry for line in path.read_text().splitlines() if (entry := _parse(line))]
+
+
+def _parse(line: str) -> dict | None:
+    """One metrics line; a line cut short by a crash is skipped."""
+    try:
+        entry = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return entry if isinstance(entry, dict) and "step" in entry else None

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import signal
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -29,10 +31,11 @@ from tqdm.auto import tqdm
 
 from workbench import distributed
 from workbench.callbacks import Callback
-from workbench.checkpoint import load_checkpoint, save_checkpoint, unwrap_model
+from workbench.checkpoint import load_checkpoint, save_checkpoint
 from workbench.config import opt
 from workbench.device import PRECISIONS, autocast, grad_scaler
 from workbench.errors import WorkbenchError
+from workbench.models.features import preserve_modes, unwrap
 from workbench.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
 from workbench.runs import Run
 from workbench.seeding import derive_seed, rng_state, seed_everything, set_rng_state
@@ -138,19 +141,18 @@ def evaluate_classifier(
     num_workers: int = 0,
 ) -> dict[str, float]:
     """Top-1 accuracy (%) and mean cross-entropy of ``model`` on ``dataset``."""
-    was_training = model.training
-    model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    correct, total, loss_sum = 0, 0, 0.0
-    for inputs, targets in loader:
-        inputs, targets = _to_device(inputs, device, channels_last), targets.to(device)
-        with autocast(device, precision):
-            logits = model(inputs)
-        loss_sum += F.cross_entropy(logits.float(), targets, reduction="sum").item()
-        correct += (logits.argmax(1) == targets).sum().item()
-        total += targets.numel()
-    model.train(was_training)
-    return {"acc": 100.0 * correct / max(1, total), "loss": loss_sum / max(1, total)}
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
+    with preserve_modes(model, train=False):
+        for inputs, targets in loader:
+            inputs, targets = _to_device(inputs, device, channels_last), targets.to(device)
+            with autocast(device, precision):
+                logits = model(inputs)
+            sums[0] += F.cross_entropy(logits.float(), targets, reduction="sum")
+            sums[1] += (logits.argmax(1) == targets).sum()
+            sums[2] += targets.numel()
+    loss, correct, total = sums.tolist()
+    return {"acc": 100.0 * correct / max(1.0, total), "loss": loss / max(1.0, total)}
 
 
 def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
@@ -226,11 +228,12 @@ class Trainer:
         self.should_stop = False
         self.history: list[dict[str, float]] = []
         self._pending_logs: dict[str, float] = {}
+        self._interrupt = _DeferredInterrupt()
 
     # ----------------------------------------------------------------- setup
     def _wrap(self, model: nn.Module) -> nn.Module:
         wrapped = model
-        if self.world > 1:
+        if self.world > 1 and any(p.requires_grad for p in model.parameters()):
             ids = [self.device.index] if self.device.type == "cuda" else None
             wrapped = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         if self.cfg.compile:
@@ -248,7 +251,7 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "model": unwrap_model(self.model).state_dict(),
+            "model": unwrap(self.model).state_dict(),
             "objective": self.objective.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -268,22 +271,28 @@ class Trainer:
     def load_checkpoint(self, path: str | Path | None = None) -> None:
         """Restore everything :meth:`state_dict` saved (model, optimizer, scheduler, scaler, RNG, counters)."""
         path = path or self.checkpoint_path
-        state = load_checkpoint(path, map_location=self.device)
+        if path is None:
+            raise WorkbenchError("nothing to resume: this trainer has no run directory")
+        # RNG states must stay on the CPU; load_state_dict moves model and optimizer tensors itself.
+        state = load_checkpoint(path, map_location="cpu")
         try:
-            unwrap_model(self.model).load_state_dict(state["model"])
+            if len(state["callbacks"]) != len(self.callbacks):
+                raise ValueError(f"{len(state['callbacks'])} callback states for {len(self.callbacks)} callbacks")
+            unwrap(self.model).load_state_dict(state["model"])
             self.objective.load_state_dict(state["objective"])
             self.optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as exc:
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            for cb, cb_state in zip(self.callbacks, state["callbacks"]):
+                cb.load_state_dict(cb_state)
+            self.epoch, self.batch_in_epoch = state["epoch"], state["batch_in_epoch"]
+            self.global_step, self.history = state["global_step"], list(state["history"])
+            set_rng_state(state["rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
             raise WorkbenchError(
-                f"checkpoint {path} does not match this model/config ({str(exc).splitlines()[0][:120]})"
+                f"checkpoint {path} does not match this model/config ({str(exc).splitlines()[0][:120]}); "
+                "resume with the command and settings that wrote it"
             ) from None
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        for cb, cb_state in zip(self.callbacks, state["callbacks"]):
-            cb.load_state_dict(cb_state)
-        self.epoch, self.batch_in_epoch = state["epoch"], state["batch_in_epoch"]
-        self.global_step, self.history = state["global_step"], list(state["history"])
-        set_rng_state(state["rng"])
         if self.run is not None:
             self.run.resume_logging_at(self.global_step)
 
@@ -295,12 +304,10 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_fit_start(self)
         logs: dict[str, float] = dict(self.history[-1]) if self.history else {}
-        try:
+        with _DeferredInterrupt() as interrupt:
+            self._interrupt = interrupt
             while self.epoch < self.max_epochs and not self.should_stop:
                 logs = self._run_epoch()
-        except KeyboardInterrupt:
-            self.save_checkpoint()
-            raise
         for cb in self.callbacks:
             cb.on_fit_end(self)
         if self.run is not None:
@@ -323,9 +330,9 @@ class Trainer:
         epoch, cfg = self.epoch, self.cfg
         if self.batch_in_epoch == 0:
             seed_everything(derive_seed(self.seed, "epoch", epoch))
+        self.train_model.train()
         for cb in self.callbacks:
             cb.on_epoch_start(self, epoch)
-        self.train_model.train()
         loader = self._batches(epoch, self.batch_in_epoch)
         bar = tqdm(
             total=self.batches_per_epoch,
@@ -355,7 +362,13 @@ class Trainer:
             bar.update(1)
             if self.batch_in_epoch % cfg.log_every == 0 and self.is_main:
                 bar.set_postfix(loss=f"{out.loss.item():.3f}")
+            if self._interrupt.requested and self._at_step_boundary():
+                bar.close()
+                self.save_checkpoint()
+                raise KeyboardInterrupt
         bar.close()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
         elapsed = time.perf_counter() - start
         distributed.all_reduce_sum(sums)
         logs = {
@@ -367,6 +380,8 @@ class Trainer:
         }
         for k, v in term_sums.items():
             logs[f"train/{k}"] = (v / max(seen, 1)).item()
+        for cb in self.callbacks:
+            cb.on_train_epoch_end(self, epoch, logs)
         self.epoch += 1
         self.batch_in_epoch = 0
         if self.eval_data is not None and (self.epoch % cfg.eval_every == 0 or self.epoch == self.max_epochs):
@@ -384,9 +399,9 @@ class Trainer:
 
     def _train_batch(self, inputs: torch.Tensor, targets: torch.Tensor) -> ObjectiveOutput:
         cfg = self.cfg
-        last_of_step = (
-            self.batch_in_epoch + 1
-        ) % cfg.grad_accum == 0 or self.batch_in_epoch + 1 == self.batches_per_epoch
+        last_of_step = self._at_step_boundary(self.batch_in_epoch + 1)
+        group_start = (self.batch_in_epoch // cfg.grad_accum) * cfg.grad_accum
+        group_size = min(cfg.grad_accum, self.batches_per_epoch - group_start)
         sync = last_of_step or self.world == 1
         ctx = self.train_model.no_sync() if (not sync and hasattr(self.train_model, "no_sync")) else _null()
         with ctx:
@@ -398,14 +413,17 @@ class Trainer:
                         out.terms[name] = term
                         loss = loss + term
             out.loss = loss
-            self.scaler.scale(loss / cfg.grad_accum).backward()
+            self.scaler.scale(loss / group_size).backward()
         if not last_of_step:
             return out
+        if self.world > 1:
+            self._average_objective_grads()
         self.scaler.unscale_(self.optimizer)
         for cb in self.callbacks:
             cb.on_after_backward(self)
         if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -415,16 +433,35 @@ class Trainer:
             cb.on_step_end(self, self.global_step)
         if self.run is not None and self.global_step % cfg.log_every == 0:
             self.run.logger.scalars(
-                {"train/step_loss": loss.item(), "lr": self.optimizer.param_groups[0]["lr"]}, self.global_step
+                {"train/step_loss": loss.item(), "train/step_lr": self.optimizer.param_groups[0]["lr"]},
+                self.global_step,
             )
         return out
+
+    def _at_step_boundary(self, batches_done: int | None = None) -> bool:
+        """Whether ``batches_done`` batches of this epoch end an optimizer step (accumulation group)."""
+        done = self.batch_in_epoch if batches_done is None else batches_done
+        return done % self.cfg.grad_accum == 0 or done == self.batches_per_epoch
+
+    def _average_objective_grads(self) -> None:
+        """DDP averages the model's gradients; the objective's own trainable parts are averaged here."""
+        grads = [p.grad for p in self.objective.parameters() if p.requires_grad and p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.flatten() for g in grads])
+        distributed.all_reduce_sum(flat)
+        flat /= self.world
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
 
     def evaluate(self) -> dict[str, float]:
         """Accuracy and loss on the eval set (rank 0 evaluates, the others wait)."""
         result: dict[str, float] = {}
         if self.is_main and self.eval_data is not None:
             result = evaluate_classifier(
-                unwrap_model(self.model),
+                unwrap(self.model),
                 self.eval_data,
                 self.device,
                 self.cfg.eval_batch_size,
@@ -433,6 +470,32 @@ class Trainer:
                 self.cfg.num_workers,
             )
         return distributed.broadcast_object(result)
+
+
+class _DeferredInterrupt:
+    """Turns the first Ctrl-C into a flag checked between optimizer steps (a second Ctrl-C stops at once).
+
+    The trainer then saves a consistent checkpoint (no half-applied step, no lost accumulated gradients)
+    and raises KeyboardInterrupt.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def _handler(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> _DeferredInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 class _null:

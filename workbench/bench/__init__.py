@@ -56,24 +56,22 @@ def registry() -> dict[str, str]:
 
 
 def main(argv: list[str]) -> int:
-    from workbench.cli import load_object
+    from workbench.cli import load_object, parse_options
 
     if argv and argv[0] in ("-h", "--help"):
         print("usage: workbench bench [NAME...] [repeats=N] [quick=true] [out=DIR]")
         print("benchmarks: " + ", ".join(registry()))
         return 0
-    names = [a for a in argv if "=" not in a]
-    opts = dict(a.split("=", 1) for a in argv if "=" in a)
-    bad = set(opts) - {"repeats", "quick", "out"}
-    if bad:
-        raise WorkbenchError(f"unknown key '{sorted(bad)[0]}' for workbench bench; valid: repeats, quick, out")
+    names, opts = parse_options(argv, {"repeats": int, "quick": bool, "out": str}, "workbench bench")
     benches = registry()
     for n in names:
         if n not in benches and n != "all":
             raise unknown("benchmark", n, benches)
     selected = list(benches) if not names or "all" in names else names
-    quick = opts.get("quick", "false").lower() in ("1", "true", "yes")
-    repeats = int(opts.get("repeats", 3 if not quick else 2))
+    quick = opts.get("quick", False)
+    repeats = opts.get("repeats", 2 if quick else 3)
+    if repeats < 1:
+        raise WorkbenchError(f"bad value for 'repeats': {repeats}; must be ≥ 1")
     results: list[BenchResult] = []
     for n in selected:
         print(f"== {n} ...", flush=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
@@ -58,8 +60,8 @@ def bench(repeats: int = 3, quick: bool = False) -> list[BenchResult]:
                     "model": model_name,
                     "images": n,
                     "batch": batch,
-                    "trainer_img_s": round(sorted(ours)[len(ours) // 2], 1),
-                    "plain_img_s": round(sorted(ref)[len(ref) // 2], 1),
+                    "trainer_img_s": round(statistics.median(ours), 1),
+                    "plain_img_s": round(statistics.median(ref), 1),
                     "threads": torch.get_num_threads(),
                 },
             )

@@ -5,19 +5,6 @@ from __future__ import annotations
 from workbench.errors import WorkbenchError, unknown
 
 
-def _options(args: list[str]) -> tuple[list[str], dict[str, str]]:
-    names, opts = [], {}
-    for a in args:
-        if "=" in a:
-            k, v = a.split("=", 1)
-            if k not in ("data_root", "download"):
-                raise WorkbenchError(f"unknown key '{k}' for workbench data; valid: data_root, download")
-            opts[k] = v
-        else:
-            names.append(a)
-    return names, opts
-
-
 def main(argv: list[str]) -> int:
     from workbench.data import DATASETS, is_available, prepare, resolve_data_root
 
@@ -25,9 +12,12 @@ def main(argv: list[str]) -> int:
         print("usage: workbench data list [data_root=DIR]")
         print("       workbench data prepare NAME... [data_root=DIR] [download=true]")
         return 0
-    sub, (names, opts) = argv[0], _options(argv[1:])
+    from workbench.cli import parse_options
+
+    sub = argv[0]
+    names, opts = parse_options(argv[1:], {"data_root": str, "download": bool}, "workbench data")
     root = opts.get("data_root")
-    download = opts.get("download", "false").lower() in ("1", "true", "yes")
+    download = opts.get("download", False)
     if sub == "list":
         print(f"data root: {resolve_data_root(root)}")
         print(f"{'name':<16} {'classes':>7} {'shape':<12} {'here':<5} description")

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from workbench.config import CommonConfig, opt
+from workbench.device import PRECISIONS
 from workbench.errors import WorkbenchError
 
 
@@ -15,7 +16,7 @@ class EvalConfig(CommonConfig):
     model: str = opt("", "a run directory (uses checkpoints/model.pt) or a model file")
     data_root: str | None = opt(None, "dataset folder (default: the one the model was trained with)")
     batch_size: int = opt(512, "evaluation batch size")
-    precision: str = opt("fp32", "autocast precision", choices=("fp32", "bf16", "fp16"))
+    precision: str = opt("fp32", "autocast precision", choices=PRECISIONS)
 
     def validate(self) -> None:
         if not self.model:

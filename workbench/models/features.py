@@ -16,6 +16,7 @@ compiled forward and keep it open while the compiled model is used.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -53,6 +54,20 @@ def unwrap(model: nn.Module) -> nn.Module:
             model = model._orig_mod  # torch._dynamo's OptimizedModule
         else:
             return model
+
+
+@contextlib.contextmanager
+def preserve_modes(model: nn.Module, train: bool | None = None) -> Iterator[nn.Module]:
+    """Set the whole model to train (``True``) or eval (``False``) mode, restoring every submodule's own
+    mode afterwards (frozen BatchNorm layers or a frozen teacher inside stay as they were)."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        if train is not None:
+            model.train(train)
+        yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
 
 
 def get_module(model: nn.Module, path: str) -> nn.Module:

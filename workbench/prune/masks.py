@@ -32,7 +32,7 @@ scaled; a BatchNorm after them renormalises the channel in training (a zeroed fi
 and hard treatment, so that α acts on the network's function and a zeroed channel computes
 exactly what the physically pruned network will.
 
-Each ``on_epoch_end`` adds to ``logs``: ``<name>/rate`` (P_e), ``<name>/decay`` (α_e),
+Each ``on_train_epoch_end`` adds to ``logs``: ``<name>/rate`` (P_e), ``<name>/decay`` (α_e),
 ``<name>/hard_share`` (h_e), ``<name>/pruned_fraction`` and ``<name>/hard_fraction`` (selected and
 hard filters over all filters of the pruned layers).
 """
@@ -180,7 +180,7 @@ class FilterMaskSchedule(Callback):
                 else:
                     t[rows.to(t.device)] *= factor
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
+    def on_train_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
         logs.update(self.apply(epoch, trainer.max_epochs))
 
     def _mask_hard(self, grads: bool) -> None:

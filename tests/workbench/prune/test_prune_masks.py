@@ -53,7 +53,7 @@ def test_sfp_zeroes_the_lowest_l2_filters_each_epoch():
     model, trainer = _setup(sfp, 5)
     before = _weights(model)
     logs: dict[str, float] = {}
-    sfp.on_epoch_end(trainer, 0, logs)
+    sfp.on_train_epoch_end(trainer, 0, logs)
     counts = {"layer1.0": 4, "layer2.0": 9, "layer3.0": 19}  # floor(0.3 * C)
     for p, w in before.items():
         now = model.get_submodule(p).weight.detach()
@@ -81,7 +81,7 @@ def test_srfp_scales_selected_filters_by_the_decay(decay, alpha0, epoch, want):
     assert srfp.decay_at(epoch + 1, 4) == pytest.approx(want)
     before = _weights(model)
     logs: dict[str, float] = {}
-    srfp.on_epoch_end(trainer, epoch, logs)
+    srfp.on_train_epoch_end(trainer, epoch, logs)
     assert logs["srfp/decay"] == pytest.approx(want)
     assert logs["srfp/pruned_fraction"] == pytest.approx((4 + 8 + 16) / 112)
     for p, w in before.items():
@@ -100,7 +100,7 @@ def test_asrfp_rate_rises_asymptotically():
         e = epoch + 1
         rate = 0.5 * (1 - math.exp(-4.0 * e / 10))
         logs: dict[str, float] = {}
-        asrfp.on_epoch_end(trainer, epoch, logs)
+        asrfp.on_train_epoch_end(trainer, epoch, logs)
         assert logs["asrfp/rate"] == pytest.approx(rate)
         assert logs["asrfp/decay"] == pytest.approx(1 - e / 10)
         counts = [math.floor(rate * c) for c in (16, 32, 64)]
@@ -115,7 +115,7 @@ def test_ghfp_hard_share_rises_and_ends_fully_hard():
     for epoch in range(4):
         h = (epoch + 1) / 4
         logs: dict[str, float] = {}
-        ghfp.on_epoch_end(trainer, epoch, logs)
+        ghfp.on_train_epoch_end(trainer, epoch, logs)
         assert logs["ghfp/hard_share"] == pytest.approx(h)
         hard = [math.floor(h * (c // 2)) for c in (16, 32, 64)]
         assert [int(ghfp.hard[p].sum()) for p in LAYERS] == hard
@@ -148,7 +148,7 @@ def test_ghfp_hard_filters_stay_exactly_zero_after_optimizer_steps():
 
     for _ in range(2):
         step(callbacks=False)  # builds momentum for every filter
-    ghfp.on_epoch_end(trainer, 1, {})
+    ghfp.on_train_epoch_end(trainer, 1, {})
     conv = model.get_submodule("layer2.0")
     rows = ghfp.hard["layer2.0"]
     assert int(rows.sum()) == 8
@@ -176,7 +176,7 @@ def test_scale_bn_makes_masked_model_equal_the_physically_pruned_one():
     sfp = SoftFilterPruning(0.4, input_shape=SHAPE, scale_bn=True)
     sfp.on_fit_start(trainer)
     assert sfp.layers == [f"layer{s}.{b}.conv1" for s in (1, 2, 3) for b in range(3)]
-    sfp.on_epoch_end(trainer, 0, {})
+    sfp.on_train_epoch_end(trainer, 0, {})
     model.eval()
     x = torch.randn(2, *SHAPE)
     with torch.no_grad():
@@ -189,7 +189,7 @@ def test_scale_bn_makes_masked_model_equal_the_physically_pruned_one():
 def test_state_dict_round_trip_with_weights_only():
     ghfp = GraduallyHardFilterPruning(0.5, input_shape=SHAPE)
     model, trainer = _setup(ghfp, 4)
-    ghfp.on_epoch_end(trainer, 1, {})
+    ghfp.on_train_epoch_end(trainer, 1, {})
     buffer = io.BytesIO()
     torch.save(ghfp.state_dict(), buffer)
     buffer.seek(0)
