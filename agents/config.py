@@ -84,7 +84,7 @@ class TrainConfig(CommonConfig):
     log_every: int = opt(1000, "log training curves every N steps per student (PPO: at least every rollout)")
     checkpoint_every: int = opt(50_000, "checkpoint every N steps per student (0: only at the end / on Ctrl-C)")
     save_replay: bool = opt(False, "DQN: put the replay buffers in the checkpoint (large)")
-    threads: int = opt(0, "torch CPU threads (0: torch's default)")
+    threads: int = opt(0, "torch CPU threads (0: 1 for MLP policies, torch's default for Atari CNNs)")
     progress: bool = opt(True, "progress bar")
 
     def validate(self) -> None:
@@ -103,9 +103,7 @@ class TrainConfig(CommonConfig):
         if self.algo == "ppo":
             rollout = self.ppo.n_steps * self.n_envs
             if self.ppo.batch_size < 2 or self.ppo.batch_size > rollout:
-                raise WorkbenchError(
-                    f"ppo.batch_size={self.ppo.batch_size} must be in [2, n_steps*n_envs={rollout}]"
-                )
+                raise WorkbenchError(f"ppo.batch_size={self.ppo.batch_size} must be in [2, n_steps*n_envs={rollout}]")
         if self.algo == "dqn":
             check_replay_memory(self, observation_bytes(spec, self.frame_stack))
 

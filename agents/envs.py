@@ -110,13 +110,18 @@ def make_env(
     sticky_actions: float = -1.0,
     frame_stack: int = 4,
     num_threads: int = 0,
+    render: bool = False,
 ):
-    """A ``VecEnv`` of ``n_envs`` copies; Atari envs give ``uint8`` ``(frame_stack, 84, 84)`` observations."""
+    """A ``VecEnv`` of ``n_envs`` copies; Atari envs give ``uint8`` ``(frame_stack, 84, 84)`` observations.
+
+    ``render`` makes classic-control envs render RGB frames (``get_images``), for GIFs; Atari GIFs use the
+    observations themselves.
+    """
     if not spec.atari:
         from stable_baselines3.common.env_util import make_vec_env
 
-        env = make_vec_env(spec.env_id, n_envs=n_envs, seed=seed)
-        return env
+        env_kwargs = {"render_mode": "rgb_array"} if render else None
+        return make_vec_env(spec.env_id, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs)
     sticky = sticky_probability(spec, sticky_actions)
     if backend == "ale":
         return AleVecEnv(spec, n_envs, seed, evaluation, sticky, frame_stack, num_threads)

@@ -1,0 +1,36 @@
+"""The ``workbench rl`` command group (light: no torch or SB3 import here)."""
+
+from __future__ import annotations
+
+from workbench.cli import Command, CommandGroup
+
+
+def _eval_raw(argv: list[str]) -> int:
+    from agents.eval_command import main
+
+    return main(argv)
+
+
+GROUP = CommandGroup(
+    name="rl",
+    help="online policy distillation with decision-attention (OPD-DA) on Atari with SB3 PPO/DQN students",
+    commands=[
+        Command(
+            name="train",
+            help="train a group of students: workbench rl train env=ALE/Breakout-v5 algo=ppo method=opd-da",
+            config="agents.config:TrainConfig",
+            run="agents.train:run",
+            presets="presets",
+            default_preset="cartpole",
+            name_keys=("env", "algo", "method"),
+        ),
+        Command(
+            name="compare",
+            help="methods x seeds in one process, then a table and learning curves: workbench rl compare env=...",
+            config="agents.config:CompareConfig",
+            run="agents.compare:run",
+            name_keys=("env", "algo"),
+        ),
+    ],
+    raw={"eval": _eval_raw},
+)
