@@ -171,9 +171,6 @@ def build_stream(cfg: Any) -> Stream:
     Raises WorkbenchError (before anything is trained) for an unknown benchmark, a class count that does not
     split evenly, a class order of the wrong length, or missing data.
     """
-    from avalanche.benchmarks.scenarios.supervised import class_incremental_benchmark
-    from avalanche.benchmarks.utils.classification_dataset import _make_taskaware_classification_dataset
-
     from workbench.data import dataset_info
 
     proto = protocol(cfg.benchmark)
@@ -192,6 +189,9 @@ def build_stream(cfg: Any) -> Stream:
                 f"the {name} data of {proto.dataset} has no images of classes {missing[:10]}; "
                 "use a larger subset/test_subset or a smaller validation fraction"
             )
+    from avalanche.benchmarks.scenarios.supervised import class_incremental_benchmark
+    from avalanche.benchmarks.utils.classification_dataset import _make_taskaware_classification_dataset
+
     groups: dict[str, Any] = {"train": None, "eval": None}
     if cfg.augment and proto.dataset in AUGMENTATION:
         pad, flip = AUGMENTATION[proto.dataset]

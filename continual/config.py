@@ -29,11 +29,11 @@ class ETagConfig:
     dist_weight: float = opt(1.0, "multiplier of L_dist = k·‖f_new − f_old‖₂ (un-squared, whole rotated batch)")
     kd_last_head: bool = opt(False, "also distil the last-stage rotation head (paper: branches after stages 1..S−1)")
     freeze_bn: bool = opt(True, "freeze BatchNorm running statistics after task 0")
-    gen_epochs: int = opt(30, "CVAE generator epochs after each task (on cached features: cheap)")
+    gen_steps: int = opt(300, "CVAE generator optimizer steps after each task (on cached features; bounds its cost)")
     gen_lr: float = opt(1e-3, "generator Adam learning rate (paper 1e-4 with 100-epoch solver training)")
     gen_batch_size: int = opt(128, "generator batch size")
-    gen_hidden: int = opt(512, "generator hidden width")
-    latent_dim: int = opt(200, "generator latent size")
+    gen_hidden: int = opt(0, "generator hidden width (0 = the embedding width, at least 128: 512 on ResNet-18)")
+    latent_dim: int = opt(0, "generator latent size (0 = min(200, embedding width): 200 on ResNet-18)")
     gen_ce_weight: float = opt(1.0, "weight of the task-oriented CE(head(x̂), y) term of the generator")
     gen_distill_weight: float = opt(1e-3, "weight of the generator distillation k·‖G_t − G_{t−1}‖² (per k)")
 
@@ -75,6 +75,7 @@ class CILConfig(CommonConfig):
     validation: float = opt(0.0, "evaluate on this fraction of the training images (per class) instead of the test set")
     augment: bool = opt(False, "random crop (+ flip where the dataset uses it) on training images")
     class_order: list[int] = opt([], "class order; empty = a permutation drawn from the seed (written back)")
+    max_tasks: int = opt(0, "stop after this many tasks (0 = the whole stream; for smoke tests)")
     epochs: int = opt(5, "epochs per task")
     batch_size: int = opt(128, "training batch size (before the 4 rotations of eTag/IR)")
     optimizer: str = opt("sgd", "optimizer of every task", ("sgd", "adam", "adamw"))
@@ -96,6 +97,8 @@ class CILConfig(CommonConfig):
     def validate(self) -> None:
         if self.model not in MODEL_CHOICES:
             raise unknown("model", self.model, MODEL_CHOICES)
+        if self.max_tasks < 0:
+            raise WorkbenchError(f"bad value for 'max_tasks': {self.max_tasks}; must be ≥ 0 (0 = all tasks)")
         for key in ("epochs", "batch_size", "eval_batch_size", "log_every"):
             if getattr(self, key) < 1:
                 raise WorkbenchError(f"bad value for '{key}': {getattr(self, key)}; must be ≥ 1")
@@ -103,8 +106,10 @@ class CILConfig(CommonConfig):
             raise WorkbenchError(f"bad value for 'lr': {self.lr}; must be > 0")
         if not 0.0 <= self.validation < 1.0:
             raise WorkbenchError(f"bad value for 'validation': {self.validation}; must be in [0, 1)")
-        if self.etag.gen_epochs < 0:
-            raise WorkbenchError(f"bad value for 'etag.gen_epochs': {self.etag.gen_epochs}; must be ≥ 0")
+        if self.etag.gen_hidden < 0 or self.etag.latent_dim < 0:
+            raise WorkbenchError("etag.gen_hidden and etag.latent_dim must be ≥ 0 (0 = sized from the embedding)")
+        if self.etag.gen_steps < 0:
+            raise WorkbenchError(f"bad value for 'etag.gen_steps': {self.etag.gen_steps}; must be ≥ 0")
         if self.class_order and sorted(self.class_order) != list(range(len(self.class_order))):
             raise WorkbenchError(
                 f"bad value for 'class_order': {self.class_order}; must be a permutation of 0..N−1 (N classes)"

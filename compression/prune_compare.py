@@ -1,0 +1,203 @@
+"""``workbench compress compare`` for the pruning protocols (BENCHMARKS.md, Compression):
+
+- ``sglp-fmnist``: resnet56 on Fashion-MNIST; SGLP against the ``last``, ``random`` and ``weight-norm``
+  baselines at the same budget (about half of the residual units), short fine-tune;
+- ``prune-fmnist``: resnet56 on Fashion-MNIST; SFP, SRFP, ASRFP, GHFP, CPMC, PFGDF at 50 % of the MACs;
+- ``sglp-cifar10``: the paper protocol (CIFAR-10 resnet56, ~52 % fewer MACs; needs the data and a GPU).
+
+Per seed: the base model (``base_model=RUN_DIR``, or one ``workbench train`` sub-run per seed), then one
+sub-run per method, all in-process under ``<compare run>/runs``. Settings: the protocol's defaults below,
+then ``overrides``: ``train.KEY=V`` goes to the base training, ``sglp.KEY=V`` / ``prune.KEY=V`` to the
+compression sub-runs, a plain ``KEY=V`` to every sub-run whose config has the key (e.g. ``subset=2000``).
+Output: ``report.md``/``report.csv`` (mean ± std over seeds, seed count), ``accuracy_vs_macs.png``
+and ``summary.json`` with the protocol's goal checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import WorkbenchError
+from workbench.runs import Run
+
+SGLP_METHODS = ("sglp", "last", "random", "weight-norm")
+FILTER_METHODS = ("sfp", "srfp", "asrfp", "ghfp", "cpmc", "pfgdf")
+
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "sglp-fmnist": {
+        "family": "sglp",
+        "methods": SGLP_METHODS,
+        "train": ["dataset=fashion-mnist", "model=resnet56", "epochs=10", "lr=0.1", "batch_size=128"],
+        "compress": ["keep_units=0.5", "finetune_epochs=3", "lr=0.01"],
+    },
+    "prune-fmnist": {
+        "family": "prune",
+        "methods": FILTER_METHODS,
+        "train": ["dataset=fashion-mnist", "model=resnet56", "epochs=10", "lr=0.1", "batch_size=128"],
+        "compress": ["target_macs=0.5", "epochs=3", "lr=0.01"],
+    },
+    "sglp-cifar10": {
+        "family": "sglp",
+        "methods": SGLP_METHODS,
+        "train": [
+            "dataset=cifar10",
+            "model=resnet56",
+            "epochs=200",
+            "lr=0.1",
+            "batch_size=128",
+            "schedule=multistep",
+            "milestones=[100,150]",
+            "weight_decay=1e-4",
+        ],  # fmt: skip
+        "compress": ["target_macs=0.48", "finetune_epochs=100", "lr=0.01", "schedule=cosine", "weight_decay=1e-4"],
+    },
+}
+
+
+def _keys(schema: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(schema)}
+
+
+def route_overrides(overrides: list[str], schemas: dict[str, type], skip: dict[str, set[str]]) -> dict[str, list[str]]:
+    """Split ``overrides`` into per-sub-run lists (see the module docstring); unknown keys raise."""
+    routed: dict[str, list[str]] = {name: [] for name in schemas}
+    for item in overrides:
+        if "=" not in item:
+            raise WorkbenchError(f"bad override {item!r}: write key=value, e.g. subset=2000 or train.epochs=2")
+        key, value = item.split("=", 1)
+        prefix, _, rest = key.partition(".")
+        if rest and prefix in schemas:
+            routed[prefix].append(f"{rest}={value}")
+            continue
+        targets = [n for n, s in schemas.items() if key in _keys(s) and key not in skip.get(n, set())]
+        if not targets:
+            valid = ", ".join(f"{n}.KEY" for n in schemas)
+            raise WorkbenchError(f"override '{key}' is a key of no sub-run; use a key of train or {valid}")
+        for n in targets:
+            routed[n].append(item)
+    return routed
+
+
+def _sub_run(group: str, cfg: Any, name: str, fn, root: Path) -> tuple[dict, Path]:
+    from workbench.runs import create_run
+
+    cfg.run_root = str(root)
+    sub = create_run(group, cfg, name)
+    try:
+        summary = fn(cfg, sub)
+    finally:
+        sub.close()
+    return summary, sub.dir
+
+
+def run_compare(cfg, run: Run) -> dict:
+    """Run the protocol's methods over ``cfg.seeds`` and write the table, the plot and the goal checks."""
+    from compression.prune_commands import PruneConfig, SGLPConfig, run_prune, run_sglp
+    from workbench.commands.train import TrainCommandConfig
+    from workbench.commands.train import run as run_train
+    from workbench.config import resolve_config
+
+    proto = PROTOCOLS[cfg.protocol]
+    family = proto["family"]
+    methods = list(cfg.methods) or list(proto["methods"])
+    bad = [m for m in methods if m not in proto["methods"]]
+    if bad:
+        raise WorkbenchError(f"method '{bad[0]}' is not part of {cfg.protocol}; valid: {', '.join(proto['methods'])}")
+    schema, fn = (SGLPConfig, run_sglp) if family == "sglp" else (PruneConfig, run_prune)
+    routed = route_overrides(list(cfg.overrides), {"train": TrainCommandConfig, family: schema}, {"sglp": {"epochs"}})
+    # check every sub-config before any training starts (the model key is filled in per seed)
+    resolve_config(TrainCommandConfig, proto["train"] + routed["train"])
+    root = run.dir / "runs"
+    rows: dict[str, list[dict]] = {"unpruned": []}
+    rows.update({m: [] for m in methods})
+    base_epoch_s: list[float] = []
+    for seed in cfg.seeds:
+        common = [f"seed={seed}", f"device={cfg.device}"]
+        if cfg.base_model:
+            base_dir = Path(cfg.base_model)
+        else:
+            tcfg = resolve_config(TrainCommandConfig, proto["train"] + routed["train"] + common)
+            print(f"[seed {seed}] training the base model ({tcfg.model} on {tcfg.dataset}, {tcfg.epochs} epochs)")
+            _, base_dir = _sub_run("train", tcfg, f"base_{tcfg.model}", run_train, root)
+        for method in methods:
+            key = "baseline" if family == "sglp" else "method"
+            args = proto["compress"] + routed[family] + common + [f"model={base_dir}", f"{key}={method}"]
+            ccfg = resolve_config(schema, args)
+            print(f"[seed {seed}] {family} {method}")
+            summary, _ = _sub_run("compress", ccfg, f"{family}_{method}", fn, root)
+            rows[method].append(summary)
+        rows["unpruned"].append(
+            {"test_acc": summary["acc_before"], "macs_ratio": 1.0, "params_after": summary["params_before"]}
+        )
+        from compression.pruning_common import epoch_seconds, model_path
+
+        source_summary = Path(model_path(base_dir)).parent.parent / "summary.json"
+        if source_summary.is_file():
+            import json
+
+            sec = epoch_seconds(json.loads(source_summary.read_text()))
+            if sec:
+                base_epoch_s.append(sec)
+    return _report(cfg, run, family, methods, rows, base_epoch_s)
+
+
+def _report(cfg, run: Run, family: str, methods: list[str], rows: dict[str, list[dict]], epoch_s: list[float]) -> dict:
+    from workbench.io import atomic_write_text
+    from workbench.plots import plot_scatter
+    from workbench.report import format_mean_std, mean_std, to_csv, to_markdown
+
+    if family == "sglp":
+        columns = [
+            ("test_acc", "accuracy (%)"), ("acc_after_prune", "acc. before fine-tune"), ("macs_ratio", "MACs kept"),
+            ("params_after", "params"), ("units_after", "units kept"), ("analysis_seconds", "analysis (s)"),
+        ]  # fmt: skip
+    else:
+        columns = [
+            ("test_acc", "accuracy (%)"), ("acc_drop", "drop (points)"), ("macs_ratio", "MACs kept"),
+            ("params_after", "params"), ("cpu_speedup", "CPU speed-up"), ("acc_after_prune", "acc. after pruning"),
+        ]  # fmt: skip
+    header = ["method", "n", *[label for _, label in columns]]
+    cells, means = [], {}
+    for name, summaries in rows.items():
+        line = [name, str(len(summaries))]
+        means[name] = {}
+        for key, _ in columns:
+            vals = [float(s[key]) for s in summaries if isinstance(s.get(key), int | float)]
+            digits = 0 if key == "params_after" else (3 if key in ("macs_ratio", "cpu_speedup") else 2)
+            line.append(format_mean_std(vals, digits) if vals else "")
+            if vals:
+                means[name][key] = mean_std(vals)
+        cells.append(line)
+    md = f"{cfg.protocol}: seeds {list(cfg.seeds)} (mean ± std over n seeds)\n\n" + to_markdown(header, cells)
+    atomic_write_text(run.dir / "report.md", md)
+    atomic_write_text(run.dir / "report.csv", to_csv(header, cells))
+    points = {
+        name: [(m["macs_ratio"][0], m["test_acc"][0], m["test_acc"][1])]
+        for name, m in means.items()
+        if "macs_ratio" in m and "test_acc" in m
+    }
+    plot_scatter(points, run.plots / "accuracy_vs_macs.png", "MACs kept (fraction)", "test accuracy (%)", cfg.protocol)
+    summary: dict[str, Any] = {
+        "protocol": cfg.protocol,
+        "seeds": list(cfg.seeds),
+        "methods": methods,
+        "table": {n: {k: {"mean": v[0], "std": v[1]} for k, v in m.items()} for n, m in means.items()},
+    }
+    unpruned = means["unpruned"]["test_acc"][0]
+    if family == "sglp" and "sglp" in means:
+        sg = means["sglp"]
+        others = [means[m]["test_acc"][0] for m in methods if m != "sglp"]
+        summary["goal_sglp_at_least_every_baseline"] = all(sg["test_acc"][0] >= o for o in others)
+        summary["goal_sglp_within_1_point_of_unpruned"] = unpruned - sg["test_acc"][0] <= 1.0
+        if epoch_s and "analysis_seconds" in sg:
+            summary["base_epoch_seconds"] = sum(epoch_s) / len(epoch_s)
+            summary["goal_analysis_below_one_epoch"] = sg["analysis_seconds"][0] < summary["base_epoch_seconds"]
+    elif family == "prune":
+        summary["goal_drop_at_most_1_point"] = {
+            m: means[m]["acc_drop"][0] <= 1.0 for m in methods if "acc_drop" in means[m]
+        }
+    run.write_summary(summary)
+    print(md)
+    return summary

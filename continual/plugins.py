@@ -1,0 +1,87 @@
+"""The Avalanche plugin that ties every strategy (Avalanche's and the workbench's) to the workbench core.
+
+:class:`WorkbenchPlugin` applies the per-task learning-rate schedule of
+``workbench.optim.lr_factor`` over epochs, shows a tqdm bar, and logs the training loss (and a strategy's
+named ``loss_terms``) through the run's :class:`~workbench.tracking.RunLogger` at the global iteration.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from avalanche.core import SupervisedPlugin
+from torch import nn
+from tqdm.auto import tqdm
+
+from workbench.optim import lr_factor
+
+
+def set_bn_eval(model: nn.Module) -> None:
+    """Put every BatchNorm layer in eval mode: running statistics stay frozen, affine weights still train."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+class WorkbenchPlugin(SupervisedPlugin):
+    """Learning-rate schedule, progress bar and scalar logging for one run (the driver seeds every task).
+
+    ``task`` is set by the driver before each ``strategy.train`` call; ``logger`` is a RunLogger or None.
+    """
+
+    def __init__(
+        self,
+        lr: float,
+        epochs: int,
+        schedule: str = "none",
+        milestones: tuple[int, ...] = (),
+        step_size: int = 30,
+        gamma: float = 0.1,
+        logger: Any = None,
+        log_every: int = 20,
+        progress: bool = True,
+    ) -> None:
+        super().__init__()
+        self.lr, self.epochs = lr, epochs
+        self.schedule, self.milestones, self.step_size, self.gamma = schedule, tuple(milestones), step_size, gamma
+        self.logger, self.log_every, self.progress = logger, log_every, progress
+        self.task = 0
+        self.iteration_offset = 0
+        self._bar = None
+
+    def step(self, strategy: Any) -> int:
+        """Global iteration of the run (across tasks, and across the fresh strategies of joint training)."""
+        return self.iteration_offset + strategy.clock.train_iterations
+
+    def before_training_exp(self, strategy: Any, **kwargs: Any) -> None:
+        if self.progress:
+            total = self.epochs * len(strategy.dataloader)
+            self._bar = tqdm(total=total, desc=f"task {self.task}", leave=False, dynamic_ncols=True)
+
+    def before_training_epoch(self, strategy: Any, **kwargs: Any) -> None:
+        factor = lr_factor(
+            strategy.clock.train_exp_epochs,
+            1,
+            self.epochs,
+            self.schedule,
+            milestones=self.milestones,
+            step_size=self.step_size,
+            gamma=self.gamma,
+        )
+        for group in strategy.optimizer.param_groups:
+            group["lr"] = self.lr * factor
+
+    def after_training_iteration(self, strategy: Any, **kwargs: Any) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+        if self.logger is not None and strategy.clock.train_exp_iterations % self.log_every == 0:
+            values = {"train/loss": float(strategy.loss.detach())}
+            for name, value in getattr(strategy, "loss_terms", {}).items():
+                values[f"train/{name}"] = float(value)
+            values["train/lr"] = strategy.optimizer.param_groups[0]["lr"]
+            self.logger.scalars(values, self.step(strategy))
+
+    def after_training_exp(self, strategy: Any, **kwargs: Any) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

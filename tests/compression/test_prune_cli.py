@@ -1,0 +1,149 @@
+"""``workbench compress sglp`` and ``workbench compress prune`` end to end on a small resnet and the digits data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SMALL = ["progress=false", "batch_size=64"]
+
+
+def workbench_cli(*args: str) -> subprocess.CompletedProcess:
+    """The ``workbench`` CLI in a subprocess, like the ``cli`` fixture but usable in module fixtures."""
+    return subprocess.run(
+        [sys.executable, "-m", "workbench.cli", *args],
+        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "MPLBACKEND": "Agg"}, timeout=900,
+    )  # fmt: skip
+
+
+def _run_dir(stdout: str) -> Path:
+    lines = [line for line in stdout.splitlines() if line.startswith("run directory: ")]
+    assert lines, stdout
+    return Path(lines[-1].split(": ", 1)[1])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """A resnet20 trained for 2 epochs on 600 digits images, and the run root."""
+    root = tmp_path_factory.mktemp("prune") / "runs"
+    res = workbench_cli(
+        "train", "dataset=digits", "model=resnet20", "epochs=2", "subset=600", *SMALL, f"run_root={root}"
+    )
+    assert res.returncode == 0, res.stderr
+    return _run_dir(res.stdout), root
+
+
+def _summary(path: Path) -> dict:
+    return json.loads((path / "summary.json").read_text())
+
+
+def _eval_acc(run_dir: Path) -> float:
+    res = workbench_cli("eval", f"model={run_dir}")
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout.strip().splitlines()[-1])["test_acc"]
+
+
+def test_sglp_end_to_end(trained):
+    import torch
+
+    from compression.sglp import unit_macs
+    from workbench.checkpoint import load_model
+
+    model_dir, root = trained
+    res = workbench_cli(
+        "compress", "sglp", f"model={model_dir}", "keep_units=0.5", "finetune_epochs=1", "subset=300",
+        "probe_samples=96", "probe_batch_size=48", "importance_batches=1", "importance_batch_size=32",
+        *SMALL, f"run_root={root}",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    out = _run_dir(res.stdout)
+    s = _summary(out)
+    for key in (
+        "units_before", "units_after", "segments", "kept_units", "macs_before", "macs_after", "params_before",
+        "params_after", "acc_before", "acc_after_prune", "acc_after_finetune", "analysis_seconds",
+    ):  # fmt: skip
+        assert key in s, key
+    assert (s["units_before"], s["units_after"]) == (7, 4)
+    assert sum(len(seg) for seg in s["segments"]) == 7
+    source, _ = load_model(model_dir / "checkpoints" / "model.pt")
+    macs = unit_macs(source, s["removed_units"] + s["kept_units"], (1, 8, 8))
+    assert s["macs_after"] == s["macs_before"] - sum(macs[u] for u in s["removed_units"])
+    assert s["params_after"] < s["params_before"]
+    pruned, spec = load_model(out / "checkpoints" / "model.pt")
+    assert spec["removed_units"] == s["removed_units"]
+    assert pruned(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+    assert _eval_acc(out) == pytest.approx(s["acc_after_finetune"])
+    assert (out / "plots" / "cka_segments.png").is_file()
+
+
+def test_sglp_baseline_meets_a_macs_target(trained):
+    model_dir, root = trained
+    res = workbench_cli(
+        "compress", "sglp", f"model={model_dir}", "baseline=last", "target_macs=0.6", "finetune_epochs=0",
+        *SMALL, f"run_root={root}",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    s = _summary(_run_dir(res.stdout))
+    assert s["macs_after"] <= 0.6 * s["macs_before"]
+    assert s["removed_units"] == ["layer1.2", "layer2.1", "layer2.2", "layer3.1", "layer3.2"][-s["units_removed"] :]
+    assert s["acc_after_finetune"] == s["acc_after_prune"]
+
+
+@pytest.mark.parametrize("method", ["sfp", pytest.param("cpmc", marks=pytest.mark.slow)])
+def test_filter_pruning_end_to_end(trained, method):
+    model_dir, root = trained
+    res = workbench_cli(
+        "compress", "prune", f"model={model_dir}", f"method={method}", "target_macs=0.5", "epochs=1",
+        "subset=300", "speed_repeats=2", "speed_batch=32", *SMALL, f"run_root={root}",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    out = _run_dir(res.stdout)
+    s = _summary(out)
+    assert 0.4 < s["macs_ratio"] <= 0.5
+    assert s["params_after"] < s["params_before"]
+    assert s["cpu_speedup"] > 0 and s["cpu_images_per_s_after"] > 0
+    if method == "sfp":
+        assert s["max_abs_diff_masked_vs_pruned"] < 1e-4
+        assert s["acc_masked"] == pytest.approx(s["acc_after"])
+        metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        assert any("sfp/pruned_fraction" in m for m in metrics)
+    assert _eval_acc(out) == pytest.approx(s["acc_after"])
+
+
+def test_bad_input_is_refused_in_one_line(trained, tmp_path):
+    model_dir, root = trained
+    empty = tmp_path / "not_a_run"
+    empty.mkdir()
+    cases = [
+        (["compress", "prune", f"model={model_dir}", "method=magic"], "method"),
+        (["compress", "prune", f"model={model_dir}", "target_macs=0.01"], "cannot be reached"),
+        (["compress", "sglp", f"model={model_dir}", "target_macs=0.01"], "cannot be reached"),
+        (["compress", "sglp", f"model={tmp_path / 'missing'}"], "does not exist"),
+        (["compress", "sglp", f"model={empty}"], "not a finished train run"),
+        (["compress", "sglp", f"model={model_dir}", "epochs=3"], "finetune_epochs"),
+    ]
+    for args, needle in cases:
+        res = workbench_cli(*args, f"run_root={root}")
+        assert res.returncode == 2, (args, res.stderr)
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0], (args, res.stderr)
+    assert not (root / "compress" / "magic").exists()
+    leftover = [p for p in (root / "compress").rglob("summary.json")]
+    assert all(_summary(p.parent)["macs_after"] for p in leftover)  # no half-written run was left behind
+
+
+@pytest.mark.slow
+def test_a_model_without_residual_units_is_refused(tmp_path):
+    root = tmp_path / "runs"
+    res = workbench_cli("train", "dataset=digits", "model=mlp", "epochs=1", "subset=100", *SMALL, f"run_root={root}")
+    assert res.returncode == 0, res.stderr
+    res = workbench_cli("compress", "sglp", f"model={_run_dir(res.stdout)}", f"run_root={root}")
+    assert res.returncode == 2 and "no prunable residual units" in res.stderr
+    assert not (root / "compress").exists() or not any((root / "compress").rglob("config.yaml"))

@@ -1,0 +1,61 @@
+"""End-to-end ``workbench cil run`` on short digits streams (in-process: Avalanche is imported once)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from continual.config import METHODS
+from workbench.cli import main
+
+FAST = ["benchmark=split-digits-5", "epochs=1", "progress=false", "etag.gen_steps=20", "etag.gen_hidden=64"]
+
+
+def _run(run_root: Path, *args: str) -> Path:
+    before = set(run_root.rglob("config.yaml")) if run_root.exists() else set()
+    assert main(["cil", "run", *FAST, f"run_root={run_root}", *args]) == 0
+    new = set(run_root.rglob("config.yaml")) - before
+    assert len(new) == 1
+    return next(iter(new)).parent
+
+
+def _summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_two_tasks_every_method(method: str, run_root: Path) -> None:
+    run_dir = _run(run_root, f"method={method}", "max_tasks=2")
+    s = _summary(run_dir)
+    assert s["method"] == method and s["benchmark"] == "split-digits-5" and s["seed"] == 0
+    matrix = s["acc_matrix"]
+    assert len(matrix) == 2 and all(len(row) == 5 for row in matrix)
+    assert [sum(a is not None for a in row) for row in matrix] == [1, 2]
+    assert all(0.0 <= a <= 100.0 for row in matrix for a in row if a is not None)
+    assert len(s["seen_acc"]) == 2 and len(s["seconds_per_task"]) == 2
+    for key in ("avg_incremental_acc", "last_acc", "avg_forgetting"):
+        assert isinstance(s[key], float)
+    assert s["last_acc"] == s["seen_acc"][-1]
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert sorted(cfg["class_order"]) == list(range(10)) and cfg["model"] == "mlp"
+    assert (run_dir / "checkpoints" / "last.pt").is_file()
+    assert (run_dir / "plots" / "acc_matrix.png").is_file()
+    assert list((run_dir / "avalanche").glob("events.out.tfevents.*"))
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [x["cil/task"] for x in lines if "cil/task" in x] == [0, 1]
+
+
+@pytest.mark.parametrize("method", ["etag", "ewc"])
+def test_resume_after_first_task_matches_uninterrupted(method: str, run_root: Path) -> None:
+    full = _summary(_run(run_root, f"method={method}", "max_tasks=3", "seed=1"))
+    part_dir = _run(run_root, f"method={method}", "max_tasks=1", "seed=1")
+    assert _summary(part_dir)["tasks_done"] == 1
+    assert main(["cil", "run", "--resume", str(part_dir), "max_tasks=3"]) == 0
+    resumed = _summary(part_dir)
+    assert resumed["acc_matrix"] == full["acc_matrix"]
+    assert resumed["class_order"] == full["class_order"]
+    steps = [json.loads(x)["step"] for x in (part_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps)
