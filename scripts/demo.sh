@@ -24,7 +24,7 @@ echo; echo "== compression: a resnet20 on digits, then SGLP layer pruning and on
 $WB train dataset=digits model=resnet20 epochs=3 batch_size=64 lr=0.05 name=demo-base run_root="$ROOT" progress=false
 BASE=$(last_run train demo-base)
 $WB compress sglp --preset sglp-demo model="$BASE" name=demo run_root="$ROOT"
-$WB compress kd --preset kd-demo method=mcl name=demo run_root="$ROOT"
+$WB compress kd --preset kd-demo method=mixskd name=demo run_root="$ROOT"
 
 echo
 echo "All demo runs are under $ROOT/. Watch them with:"

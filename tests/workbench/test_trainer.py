@@ -49,7 +49,7 @@ def test_resume_continues_exactly(tmp_path, toy_data):
     assert t1.epoch == 1
     torch.rand(5)  # disturb the global RNG: the resume must restore it
     resumed = mlp(seed=123)  # different init: the checkpoint must overwrite it
-    t2 = Trainer(resumed, cfg(), toy_data, toy_data, device=CPU, run=run_b)
+    t2 = Trainer(resumed, cfg(), toy_data, toy_data, device=CPU, run=run_b, callbacks=[StopAfterFirstEpoch()])
     t2.fit(resume=True)
     assert t2.epoch == 2 and t2.global_step == 16
     assert torch.equal(weights(resumed), weights(straight))
@@ -100,3 +100,12 @@ def test_lr_schedules_follow_their_formulas():
     assert lr_factor(30, 10, 5, "cosine", warmup_epochs=1) == pytest.approx(0.5 * (1 + math.cos(math.pi * 20 / 40)))
     assert lr_factor(25, 10, 5, "multistep", milestones=[1, 2], gamma=0.1) == pytest.approx(0.01)
     assert lr_factor(35, 10, 5, "step", step_size=2, gamma=0.5) == pytest.approx(0.5)
+
+
+def test_resume_with_other_callbacks_is_refused(tmp_path, toy_data):
+    from workbench.errors import WorkbenchError
+
+    run = Run(tmp_path / "r", "t")
+    Trainer(mlp(), cfg(), toy_data, device=CPU, run=run, callbacks=[StopAfterFirstEpoch()]).fit()
+    with pytest.raises(WorkbenchError, match="1 callback states for 0 callbacks"):
+        Trainer(mlp(), cfg(), toy_data, device=CPU, run=run).fit(resume=True)

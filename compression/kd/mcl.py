@@ -1,0 +1,79 @@
+"""MCL: mutual contrastive learning of a cohort (Yang et al., arXiv 2104.12565), on top of CE.
+
+Each member ``a`` has an embedding head ``h_a`` (linear–ReLU–linear to ``embed_dim``) on its pooled
+features; ``v_a = normalize(h_a(f_a(x)))``. With similarity logits ``s(u, w)_ij = ⟨u_i, w_j⟩ / τ``
+(τ = 0.1) and positives = same label:
+
+- VCL (vanilla, within a member): contrastive loss of ``s(v_a, v_a)`` without the anchor itself;
+- ICL (interactive, across members): contrastive loss of ``s(v_a, v_b)`` (the anchor's own sample in
+  ``b`` is a positive);
+- soft VCL: ``T²·KL(sg q(s(v_b, v_b)) ‖ q(s(v_a, v_a)))`` — member ``a``'s contrastive distribution learns
+  from its peer's (T = 3, diagonal left out);
+- soft ICL: ``T²·KL(sg q(s(v_b, v_a)) ‖ q(s(v_a, v_b)))`` — the cross-member distributions learn from
+  each other.
+
+``L = Σ_a CE_a + w_vcl·Σ_a VCL_a + w_icl·Σ_{a≠b} ICL_ab + w_soft_vcl·Σ_{a≠b} softVCL_ab
++ w_soft_icl·Σ_{a≠b} softICL_ab``; every pairwise sum is averaged over the ``M−1`` peers.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compression.kd.cohort import Cohort
+from workbench.distill import contrastive_loss, similarity_logits, soft_contrastive_loss
+from workbench.errors import WorkbenchError
+from workbench.models import FeatureHooks
+from workbench.trainer import Objective, ObjectiveOutput
+
+
+class MCLObjective(Objective):
+    """The MCL loss (module docstring); terms ``ce``, ``vcl``, ``icl``, ``soft_vcl``, ``soft_icl``."""
+
+    def __init__(
+        self,
+        cohort: Cohort,
+        tau: float = 0.1,
+        T: float = 3.0,
+        vcl: float = 1.0,
+        icl: float = 1.0,
+        soft_vcl: float = 1.0,
+        soft_icl: float = 1.0,
+        embed_dim: int = 128,
+    ) -> None:
+        super().__init__()
+        if len(cohort.members) < 2:
+            raise WorkbenchError(f"mcl needs a cohort of at least 2 networks, got cohort={len(cohort.members)}")
+        first = cohort.members[0]
+        self.paths = cohort.member_paths(first.feature_path)
+        self.heads = nn.ModuleList(
+            nn.Sequential(nn.Linear(m.feature_dim, m.feature_dim), nn.ReLU(), nn.Linear(m.feature_dim, embed_dim))
+            for m in cohort.members
+        )
+        self.tau, self.T = tau, T
+        self.w = {"vcl": vcl, "icl": icl, "soft_vcl": soft_vcl, "soft_icl": soft_icl}
+
+    def forward(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> ObjectiveOutput:
+        with FeatureHooks(model, self.paths) as hooks:
+            logits = model(inputs, all_members=True)
+            emb = [head(hooks[p].flatten(1)) for head, p in zip(self.heads, self.paths, strict=True)]
+        m = logits.shape[0]
+        ce = sum(F.cross_entropy(z, targets) for z in logits)
+        sims = [[similarity_logits(emb[a], emb[b], self.tau) for b in range(m)] for a in range(m)]
+        vcl = sum(contrastive_loss(sims[a][a], targets, targets, exclude_self=True) for a in range(m))
+        icl = soft_vcl = soft_icl = logits.new_zeros(())
+        for a in range(m):
+            for b in range(m):
+                if a == b:
+                    continue
+                icl = icl + contrastive_loss(sims[a][b], targets, targets, exclude_self=False) / (m - 1)
+                soft_vcl = soft_vcl + soft_contrastive_loss(
+                    sims[a][a], sims[b][b].detach(), self.T, exclude_self=True
+                ) / (m - 1)
+                soft_icl = soft_icl + soft_contrastive_loss(sims[a][b], sims[b][a].detach(), self.T) / (m - 1)
+        parts = {"vcl": vcl, "icl": icl, "soft_vcl": soft_vcl, "soft_icl": soft_icl}
+        loss = ce + sum(self.w[k] * v for k, v in parts.items())
+        terms = {"ce": ce.detach(), **{k: v.detach() for k, v in parts.items()}}
+        return ObjectiveOutput(loss, logits.mean(0), terms)
