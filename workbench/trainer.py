@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -339,6 +340,7 @@ class Trainer:
             initial=self.batch_in_epoch,
             desc=f"epoch {epoch + 1}/{self.max_epochs}",
             disable=not (cfg.progress and self.is_main),
+            mininterval=0.5 if sys.stderr.isatty() else 30.0,
             leave=False,
             dynamic_ncols=True,
         )
