@@ -71,9 +71,12 @@ def dqn_outputs(policy, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class _EpisodeLog:
-    """Collects the episodes SB3 sees (``info["episode"]``: unclipped full-game return) since the last read."""
+    """What GroupPPO and GroupDQN share: the episodes SB3 sees (``info["episode"]``: unclipped full-game
+    return) since the last read, per-update statistics, and the gradient step with the distiller."""
 
     new_episodes: list[tuple[float, int]]
+    stats: dict[str, list[float]]
+    distiller: Any
 
     def _update_info_buffer(self, infos: list[dict[str, Any]], dones: np.ndarray | None = None) -> None:
         super()._update_info_buffer(infos, dones)  # type: ignore[misc]
@@ -86,6 +89,22 @@ class _EpisodeLog:
         eps, self.new_episodes = self.new_episodes, []
         return eps
 
+    def _record(self, **values: float) -> None:
+        for k, v in values.items():
+            self.stats.setdefault(k, []).append(float(v))
+
+    def _gradient_step(self, loss: torch.Tensor) -> None:
+        """One clipped optimizer step of the policy, and of the distiller's attention maps when set."""
+        distiller = self.distiller
+        self.policy.optimizer.zero_grad()
+        if distiller is not None:
+            distiller.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+        self.policy.optimizer.step()
+        if distiller is not None:
+            distiller.step()
+
 
 class GroupPPO(_EpisodeLog, PPO):
     """PPO whose minibatch loss adds ``distiller.loss(index, z, h, batch_inds)`` when a distiller is set."""
@@ -96,10 +115,6 @@ class GroupPPO(_EpisodeLog, PPO):
         self.index = 0
         self.stats: dict[str, list[float]] = {}
         super().__init__(*args, **kwargs)
-
-    def _record(self, **values: float) -> None:
-        for k, v in values.items():
-            self.stats.setdefault(k, []).append(float(v))
 
     def train(self) -> None:
         self.policy.set_training_mode(True)
@@ -144,14 +159,7 @@ class GroupPPO(_EpisodeLog, PPO):
                     extra, terms = distiller.loss(self.index, logits, h, buffer.batch_inds)
                     loss = loss + extra
                     self._record(**terms)
-                self.policy.optimizer.zero_grad()
-                if distiller is not None:
-                    distiller.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-                self.policy.optimizer.step()
-                if distiller is not None:
-                    distiller.step()
+                self._gradient_step(loss)
             self._n_updates += 1
         if distiller is not None:
             distiller.release(self.index)
@@ -169,10 +177,6 @@ class GroupDQN(_EpisodeLog, DQN):
         self.stats = {}
         self.train_enabled: Callable[[], bool] | None = None
         super().__init__(*args, **kwargs)
-
-    def _record(self, **values: float) -> None:
-        for k, v in values.items():
-            self.stats.setdefault(k, []).append(float(v))
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         self.policy.set_training_mode(True)
@@ -192,13 +196,6 @@ class GroupDQN(_EpisodeLog, DQN):
                 extra, terms = distiller.loss(self.index, q, h, None, obs=data.observations)
                 loss = loss + extra
                 self._record(**terms)
-            self.policy.optimizer.zero_grad()
-            if distiller is not None:
-                distiller.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-            self.policy.optimizer.step()
-            if distiller is not None:
-                distiller.step()
+            self._gradient_step(loss)
         self._n_updates += gradient_steps
         self._record(exploration_rate=self.exploration_rate)
