@@ -14,7 +14,9 @@ With ``k`` = classes seen before the task ÷ classes per incremental task:
   embeddings (cached once: the backbone is frozen) with ``recon + KL + CE_task + distill``, where
   ``recon = mean_b Σ_d (x̂ − f)²``, ``KL = mean_b −½ Σ (1 + log σ² − μ² − σ²)``,
   ``CE_task = CE(head(x̂), y)/(k+1) + k/(k+1)·CE(head(G(z, y_old)), y_old)`` (the task-oriented term) and
-  ``distill = 1e-3 · k · mean_b ‖G_t(z, y_old) − G_{t−1}(z, y_old)‖²``.
+  ``distill = 1e-3 · k · ‖G_t(z, y_old) − G_{t−1}(z, y_old)‖²`` (squared norm over the whole batch, i.e.
+  summed over samples, as the released code's ``MSELoss(reduction='sum')``; a batch mean would be
+  ``gen_batch_size`` times weaker and lets the old classes' generation drift).
 - inference: argmax of the main head on the unrotated image.
 
 BatchNorm statistics are frozen after task 0 by default (``etag.freeze_bn``).
@@ -23,6 +25,7 @@ BatchNorm statistics are frozen after task 0 by default (``etag.freeze_bn``).
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -30,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from continual.models import ETagNet, FeatureCVAE
+from continual.plugins import mask_unseen
 from continual.template import WorkbenchTemplate, frozen_copy
 from workbench.distill import embedding_distance, joint_kd_loss, joint_labels, rotate_batch, unrotated
 
@@ -51,17 +55,26 @@ def task_oriented_ce(
     k: float,
     old_feats: torch.Tensor | None = None,
     y_old: torch.Tensor | None = None,
+    seen: Sequence[int] | None = None,
 ) -> torch.Tensor:
-    """``CE(head(feats), y)/(k+1) + k/(k+1)·CE(head(old_feats), y_old)`` (the second term only when k > 0)."""
-    loss = F.cross_entropy(head(feats), y) / (k + 1)
+    """``CE(head(feats), y)/(k+1) + k/(k+1)·CE(head(old_feats), y_old)`` (the second term only when k > 0).
+
+    With ``seen``, the softmax runs over those classes only (future classes of the all-class head are masked).
+    """
+
+    def logits(x: torch.Tensor) -> torch.Tensor:
+        out = head(x)
+        return out if seen is None else mask_unseen(out, seen)
+
+    loss = F.cross_entropy(logits(feats), y) / (k + 1)
     if k > 0 and old_feats is not None:
-        loss = loss + k / (k + 1) * F.cross_entropy(head(old_feats), y_old)
+        loss = loss + k / (k + 1) * F.cross_entropy(logits(old_feats), y_old)
     return loss
 
 
 def generator_distill(new: torch.Tensor, old: torch.Tensor, k: float, weight: float = 1e-3) -> torch.Tensor:
-    """``weight · k · mean_b ‖new_b − old_b‖²`` between the current and the previous generator's samples."""
-    return weight * k * (new - old).pow(2).sum(dim=1).mean()
+    """``weight · k · Σ_b ‖new_b − old_b‖²`` between the current and the previous generator's samples (batch sum)."""
+    return weight * k * (new - old).pow(2).sum()
 
 
 def generator_loss_terms(
@@ -73,6 +86,7 @@ def generator_loss_terms(
     old_classes: torch.Tensor | None = None,
     prev_generator: FeatureCVAE | None = None,
     distill_weight: float = 1e-3,
+    seen: Sequence[int] | None = None,
 ) -> dict[str, torch.Tensor]:
     """``recon``, ``kl``, ``ce`` (task-oriented) and ``distill`` of one generator batch (see module doc)."""
     recon, mu, logvar = generator(f, y)
@@ -87,7 +101,7 @@ def generator_loss_terms(
             with torch.no_grad():
                 target = prev_generator.sample(y_old, z)
             distill = generator_distill(old_feats, target, k, distill_weight)
-    terms["ce"] = task_oriented_ce(head, recon, y, k, old_feats, y_old)
+    terms["ce"] = task_oriented_ce(head, recon, y, k, old_feats, y_old, seen)
     terms["distill"] = distill
     return terms
 
@@ -122,7 +136,7 @@ class ETag(WorkbenchTemplate):
         y = self.mb_y
         if self.old_model is None:
             aux_ce = sum(F.cross_entropy(a, joint_labels(y)) for a in self._aux)
-            ce = F.cross_entropy(self.mb_output, y)
+            ce = F.cross_entropy(mask_unseen(self.mb_output, self.seen_classes()), y)
             self.loss_terms = {"ce": ce.detach(), "aux_ce": aux_ce.detach()}
             return ce + aux_ce
         k = self.old_units()
@@ -135,7 +149,7 @@ class ETag(WorkbenchTemplate):
         y_old = old[torch.randint(len(old), (len(y),), device=self.device)]
         with torch.no_grad():
             fake = self.generator.sample(y_old)
-        l_cls = task_oriented_ce(self.model.head, unrotated(self._f), y, k, fake, y_old)
+        l_cls = task_oriented_ce(self.model.head, unrotated(self._f), y, k, fake, y_old, self.seen_classes())
         self.loss_terms = {"cls": l_cls.detach(), "kd": torch.as_tensor(l_kd).detach(), "dist": l_dist.detach()}
         return l_cls + self.cfg.kd_weight * l_kd + self.cfg.dist_weight * l_dist
 
@@ -170,7 +184,9 @@ class ETag(WorkbenchTemplate):
                 perm, pos = torch.randperm(n, device=self.device), 0
             idx = perm[pos : pos + bs]
             pos += bs
-            terms = generator_loss_terms(gen, head, feats[idx], labels[idx], k, old, prev, self.cfg.gen_distill_weight)
+            terms = generator_loss_terms(
+                gen, head, feats[idx], labels[idx], k, old, prev, self.cfg.gen_distill_weight, self.seen_classes()
+            )
             loss = terms["recon"] + terms["kl"] + self.cfg.gen_ce_weight * terms["ce"] + terms["distill"]
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -22,11 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from continual.models import IRNet
+from continual.plugins import UNSEEN
 from continual.template import WorkbenchTemplate, frozen_copy
 from workbench.distill import embedding_distance, joint_labels, rotate_batch
 from workbench.distill.rotation import NUM_ROTATIONS
-
-UNSEEN = -1e4
 
 
 def class_prototypes(feats: torch.Tensor, labels: torch.Tensor, classes: list[int]) -> torch.Tensor:

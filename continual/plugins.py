@@ -1,14 +1,18 @@
-"""The Avalanche plugin that ties every strategy (Avalanche's and the workbench's) to the workbench core.
+"""The Avalanche plugins that tie every strategy (Avalanche's and the workbench's) to the workbench core.
 
-:class:`WorkbenchPlugin` applies the per-task learning-rate schedule of
-``workbench.optim.lr_factor`` over epochs, shows a tqdm bar, and logs the training loss (and a strategy's
-named ``loss_terms``) through the run's :class:`~workbench.tracking.RunLogger` at the global iteration.
+- :class:`WorkbenchPlugin` applies the per-task learning-rate schedule of ``workbench.optim.lr_factor`` over
+  epochs, shows a tqdm bar, and logs the training loss (and a strategy's named ``loss_terms``) through the
+  run's :class:`~workbench.tracking.RunLogger` at the global iteration.
+- :class:`SeenClassesPlugin` evaluates every method on the class-incremental protocol: a prediction is an
+  argmax over the classes seen so far (a head sized for all classes must not answer with a future class).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import torch
 from avalanche.core import SupervisedPlugin
 from torch import nn
 from tqdm.auto import tqdm
@@ -21,6 +25,32 @@ def set_bn_eval(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.eval()
+
+
+UNSEEN = -1e4
+"""Score given to classes that cannot be predicted (below any real logit or similarity)."""
+
+
+def mask_unseen(logits: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
+    """``logits`` (N, C) with every column not in ``classes`` set to :data:`UNSEEN` (a new tensor)."""
+    keep = torch.zeros(logits.shape[1], dtype=torch.bool, device=logits.device)
+    keep[torch.as_tensor(list(classes), dtype=torch.long, device=logits.device)] = True
+    return logits.masked_fill(~keep, UNSEEN)
+
+
+class SeenClassesPlugin(SupervisedPlugin):
+    """Masks the eval output to the classes of tasks ``0..task`` (``task`` is set by the driver per task)."""
+
+    def __init__(self, task_classes: Sequence[Sequence[int]]) -> None:
+        super().__init__()
+        self.task_classes = [list(c) for c in task_classes]
+        self.task = 0
+
+    def seen(self) -> list[int]:
+        return [c for cs in self.task_classes[: self.task + 1] for c in cs]
+
+    def after_eval_forward(self, strategy: Any, **kwargs: Any) -> None:
+        strategy.mb_output = mask_unseen(strategy.mb_output, self.seen())
 
 
 class WorkbenchPlugin(SupervisedPlugin):

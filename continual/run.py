@@ -88,7 +88,7 @@ def run(cfg: Any, run: Run) -> dict[str, Any]:
     from avalanche.logging import TensorboardLogger
 
     from continual.benchmarks import build_stream
-    from continual.plugins import WorkbenchPlugin
+    from continual.plugins import SeenClassesPlugin, WorkbenchPlugin
     from continual.strategies import build_backbone, build_strategy, load_strategy_state, strategy_state
     from workbench.device import choose_device
 
@@ -112,11 +112,12 @@ def run(cfg: Any, run: Run) -> dict[str, Any]:
         log_every=cfg.log_every,
         progress=cfg.progress and run.is_main,
     )
+    seen = SeenClassesPlugin(stream.task_classes)
 
     def fresh_strategy() -> Any:
         seed_everything(derive_seed(cfg.seed, "model-init"))
         backbone = build_backbone(cfg, stream)
-        return build_strategy(cfg, stream, backbone, device, [plugin], make_evaluator([tb] if tb else []))
+        return build_strategy(cfg, stream, backbone, device, [plugin, seen], make_evaluator([tb] if tb else []))
 
     joint = cfg.method == "joint"
     strategy = None if joint else fresh_strategy()
@@ -142,7 +143,7 @@ def run(cfg: Any, run: Run) -> dict[str, Any]:
         last_task = min(num_tasks, cfg.max_tasks) if cfg.max_tasks else num_tasks
         for t in range(len(rows), last_task):
             seed_everything(derive_seed(cfg.seed, "task", t))
-            plugin.task = t
+            plugin.task = seen.task = t
             start = time.perf_counter()
             if joint:
                 strategy = fresh_strategy()

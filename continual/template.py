@@ -68,6 +68,11 @@ class WorkbenchTemplate(SupervisedTemplate):
         task = self.task if task is None else task
         return [c for cs in self.task_classes[:task] for c in cs]
 
+    def seen_classes(self, task: int | None = None) -> list[int]:
+        """Classes of tasks ``0..task`` (the softmax's support while training ``task``)."""
+        task = self.task if task is None else task
+        return [c for cs in self.task_classes[: task + 1] for c in cs]
+
     def make_optimizer(self, **kwargs: Any) -> None:
         self.optimizer = self.optimizer_factory(p for p in self.model.parameters() if p.requires_grad)
 

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from continual.etag import cvae_kl, generator_distill, generator_loss_terms, reconstruction_loss, task_oriented_ce
-from continual.ir import UNSEEN, class_prototypes, nearest_prototype, prototype_scores, sdc_shift
+from continual.ir import class_prototypes, nearest_prototype, prototype_scores, sdc_shift
 from continual.models import ETagNet, FeatureCVAE, RotationBranches
+from continual.plugins import UNSEEN, SeenClassesPlugin, mask_unseen
 from workbench.distill import joint_labels, rotate_batch, unrotated
 from workbench.models import build_model
 
@@ -65,11 +66,30 @@ def test_task_oriented_ce_weights_by_old_units() -> None:
     k = 3.0
     got = task_oriented_ce(head, feats, y, k, old_feats, y_old)
     assert float(got.detach()) == pytest.approx(float((ce_new / 4 + 3 / 4 * ce_old).detach()))
+    # with ``seen`` the softmax ignores unseen class 1: CE over logits [2, 0] (class 0, 2) for the new sample
+    masked = task_oriented_ce(head, feats, y, 0.0, seen=[0, 2])
+    assert float(masked.detach()) == pytest.approx(math.log(1 + math.exp(-2.0)))
+
+
+def test_mask_unseen_and_seen_classes_plugin() -> None:
+    logits = torch.tensor([[1.0, 5.0, 2.0, 9.0]])
+    out = mask_unseen(logits, [0, 2])
+    assert out.tolist() == [[1.0, UNSEEN, 2.0, UNSEEN]] and logits[0, 1] == 5.0
+    plugin = SeenClassesPlugin([[3, 1], [0, 2]])
+
+    class Strategy:
+        mb_output = logits.clone()
+
+    plugin.after_eval_forward(Strategy)
+    assert Strategy.mb_output.argmax(1).item() == 3  # task 0 sees classes 3 and 1
+    plugin.task, Strategy.mb_output = 1, torch.tensor([[1.0, 0.0, 2.0, 0.5]])
+    plugin.after_eval_forward(Strategy)
+    assert plugin.seen() == [3, 1, 0, 2] and Strategy.mb_output.argmax(1).item() == 2
 
 
 def test_generator_distill_and_terms() -> None:
     new, old = torch.tensor([[1.0, 1.0], [0.0, 0.0]]), torch.tensor([[0.0, 0.0], [0.0, 2.0]])
-    assert float(generator_distill(new, old, k=2.0)) == pytest.approx(1e-3 * 2 * (2 + 4) / 2)
+    assert float(generator_distill(new, old, k=2.0)) == pytest.approx(1e-3 * 2 * (2 + 4))
     torch.manual_seed(0)
     gen = FeatureCVAE(feature_dim=4, num_classes=3, hidden=8, latent=2)
     head = nn.Linear(4, 3)
