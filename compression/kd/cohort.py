@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from workbench.callbacks import Callback
 from workbench.checkpoint import unwrap_model
+from workbench.errors import WorkbenchError
 from workbench.trainer import evaluate_classifier
 
 
@@ -27,6 +28,12 @@ class Cohort(nn.Module):
         super().__init__()
         self.members = nn.ModuleList(members)
         self.active: int | None = None
+
+    def require_members(self, method: str, minimum: int = 2) -> None:
+        """Refuse a cohort smaller than ``minimum`` (online distillation needs peers)."""
+        if len(self.members) < minimum:
+            got = len(self.members)
+            raise WorkbenchError(f"{method} needs a cohort of at least {minimum} networks, got cohort={got}")
 
     def member_paths(self, path: str) -> list[str]:
         """``members.i.<path>`` for every member (feature paths for ``FeatureHooks`` on the cohort)."""

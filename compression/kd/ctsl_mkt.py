@@ -48,8 +48,7 @@ class CTSLObjective(Objective):
         ema: float = 0.999,
     ) -> None:
         super().__init__()
-        if len(cohort.members) < 2:
-            raise WorkbenchError(f"ctsl-mkt needs a cohort of at least 2 students, got cohort={len(cohort.members)}")
+        cohort.require_members("ctsl-mkt")
         if not 0.0 <= ema < 1.0:
             raise WorkbenchError(f"ctsl-mkt.ema must be in [0, 1), got {ema}")
         self.averages = nn.ModuleList(copy.deepcopy(m) for m in cohort.members)

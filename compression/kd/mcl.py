@@ -24,7 +24,6 @@ from torch import nn
 
 from compression.kd.cohort import Cohort
 from workbench.distill import contrastive_loss, similarity_logits, soft_contrastive_loss
-from workbench.errors import WorkbenchError
 from workbench.models import FeatureHooks
 from workbench.trainer import Objective, ObjectiveOutput
 
@@ -44,8 +43,7 @@ class MCLObjective(Objective):
         embed_dim: int = 128,
     ) -> None:
         super().__init__()
-        if len(cohort.members) < 2:
-            raise WorkbenchError(f"mcl needs a cohort of at least 2 networks, got cohort={len(cohort.members)}")
+        cohort.require_members("mcl")
         first = cohort.members[0]
         self.paths = cohort.member_paths(first.feature_path)
         self.heads = nn.ModuleList(
