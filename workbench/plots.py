@@ -49,9 +49,13 @@ def plot_bands(
     ``curves[label]`` holds one ``(x, y)`` pair per seed; seeds are put on a common x grid by linear
     interpolation over their shared x range.
     """
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = plt.subplots(figsize=(6.5, 4))
+    integer_x = True
     for label, runs in curves.items():
         runs = [(np.asarray(x, float), np.asarray(y, float)) for x, y in runs if len(x)]
+        integer_x = integer_x and all(np.all(x == np.round(x)) for x, _ in runs)
         if not runs:
             continue
         lo, hi = max(x[0] for x, _ in runs), min(x[-1] for x, _ in runs)
@@ -63,6 +67,8 @@ def plot_bands(
         if len(runs) > 1:
             ax.fill_between(grid, mean - std, mean + std, alpha=0.2)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if integer_x:  # tasks, epochs: no 1.5 ticks
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
