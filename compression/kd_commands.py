@@ -93,6 +93,10 @@ class DDNNWeights:
     T: float = opt(4.0, "temperature of KL(p_full ‖ p_sub)")
     kl: float = opt(1.0, "weight of T²·KL(p_full ‖ p_sub)")
     at: float = opt(10.0, "weight of the attention-map loss (element mean; 1000, the AT code's, diverged on digits)")
+    sub_bn_stats: bool = opt(
+        False, "let sub-network forwards update the shared BatchNorm running statistics (off: the full net's only)"
+    )
+    calib_batches: int = opt(20, "training batches that re-estimate BN statistics before a sub-network is evaluated")
 
 
 @dataclasses.dataclass

@@ -10,7 +10,13 @@ from torch import nn
 
 from compression.kd.cohort import Cohort, MemberAccuracy, member_accuracies
 from compression.kd.ctsl_mkt import CTSLObjective
-from compression.kd.ddnn_ekd import DDNNObjective, DepthAccuracy, depth_report, make_depth_selectable
+from compression.kd.ddnn_ekd import (
+    DDNNObjective,
+    DepthAccuracy,
+    calibration_batches,
+    depth_report,
+    make_depth_selectable,
+)
 from compression.kd.hsakd import HSAKDObjective, branch_trainer_config, check_rotatable, teacher_branches
 from compression.kd.kd import KDObjective, StudentObjective
 from compression.kd.mcl import MCLObjective
@@ -122,8 +128,10 @@ def run_method(cfg: KDConfig, run: Run) -> dict:
             )
         elif cfg.method == "ddnn-ekd":
             make_depth_selectable(model, cfg.student)
-            objective = DDNNObjective(model, cfg.ddnn.depths, cfg.ddnn.T, cfg.ddnn.kl, cfg.ddnn.at)
-            callbacks.append(DepthAccuracy(objective.depths))
+            objective = DDNNObjective(
+                model, cfg.ddnn.depths, cfg.ddnn.T, cfg.ddnn.kl, cfg.ddnn.at, cfg.ddnn.sub_bn_stats
+            )
+            callbacks.append(DepthAccuracy(objective.depths, cfg.ddnn.calib_batches))
         else:  # pragma: no cover - choices are checked by the config
             raise WorkbenchError(f"unknown method {cfg.method}")
 
@@ -153,6 +161,7 @@ def run_method(cfg: KDConfig, run: Run) -> dict:
                 cfg.eval_batch_size,
                 input_shape,
                 cfg.precision,
+                calibration_batches(train, trainer.device, cfg.batch_size, cfg.ddnn.calib_batches),
             )
             summary["depths"] = report
             full = report[max(report, key=lambda k: report[k]["macs"])]

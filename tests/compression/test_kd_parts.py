@@ -157,3 +157,20 @@ def test_ddnn_objective_trains_every_depth_and_rejects_plain_cnns():
         make_depth_selectable(small(), "small_cnn")
     with pytest.raises(WorkbenchError, match="depths"):
         DDNNObjective(model, [3])
+
+
+def test_ddnn_sub_networks_leave_the_full_networks_bn_statistics_alone():
+    torch.manual_seed(0)
+    model = make_depth_selectable(build_model("resnet20", 10, 1))
+    x, y = batch(8)
+    reference = copy.deepcopy(model).train()
+    reference(x)  # what a full-network forward alone does to the running statistics
+    DDNNObjective(model, [1, 2])(model.train(), x, y)
+    for (name, a), b in zip(model.named_buffers(), reference.buffers(), strict=True):
+        if "running" in name:
+            assert torch.allclose(a, b), name
+    mixed, mixed_ref = copy.deepcopy(model), copy.deepcopy(model).train()
+    mixed_ref(x)
+    DDNNObjective(mixed, [1], sub_bn_stats=True)(mixed.train(), x, y)
+    # the depth-1 forward feeds layer2.0 another input: its statistics leak into the shared layer
+    assert not torch.allclose(mixed.layer2[0].bn1.running_mean, mixed_ref.layer2[0].bn1.running_mean)

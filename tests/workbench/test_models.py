@@ -8,7 +8,7 @@ from torch import nn
 
 from workbench.errors import WorkbenchError
 from workbench.models import MODELS, build_model, model_options
-from workbench.models.features import FeatureHooks, features, get_module
+from workbench.models.features import FeatureHooks, features, frozen_bn_stats, get_module, recalibrated_bn
 from workbench.models.resnet_cifar import BasicBlock
 from workbench.models.wrn import WideBlock
 
@@ -305,3 +305,32 @@ def test_hooks_through_torch_compile():
     with FeatureHooks(compiled, ["layer1"]) as feats:
         compiled(x)
         torch.testing.assert_close(feats["layer1"], model.layer1(x))
+
+
+def test_frozen_bn_stats_normalises_by_batch_but_keeps_running_stats():
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm1d(3).train()
+    x = torch.randn(16, 3) * 5 + 2
+    before = bn.running_mean.clone(), bn.running_var.clone()
+    with frozen_bn_stats(bn):
+        out = bn(x)
+    assert torch.equal(bn.running_mean, before[0]) and torch.equal(bn.running_var, before[1])
+    assert out.mean(0).abs().max() < 1e-5  # still batch statistics in train mode
+    assert bn.momentum == 0.1
+    bn(x)
+    assert not torch.equal(bn.running_mean, before[0])
+
+
+def test_recalibrated_bn_is_the_exact_average_and_restores():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3)).eval()
+    batches = [torch.randn(8, 2) for _ in range(3)]
+    original = model[1].running_mean.clone()
+    with recalibrated_bn(model, batches):
+        with torch.no_grad():
+            h = torch.cat([model[0](b) for b in batches])
+        expected = torch.stack([model[0](b).mean(0) for b in batches]).mean(0).detach()
+        assert torch.allclose(model[1].running_mean, expected, atol=1e-6)
+        assert not model.training  # the caller's mode is kept
+        assert h.shape == (24, 3)
+    assert torch.equal(model[1].running_mean, original) and model[1].momentum == 0.1

@@ -19,7 +19,7 @@ from typing import Any
 from torch import nn
 
 from workbench.errors import WorkbenchError, unknown
-from workbench.models.features import FeatureHooks, FeatureModel, features, get_module
+from workbench.models.features import FeatureHooks, FeatureModel, features, frozen_bn_stats, get_module, recalibrated_bn
 from workbench.models.resnet18 import resnet18
 from workbench.models.resnet_cifar import (
     resnet8x4,
@@ -78,4 +78,14 @@ def build_model(name: str, num_classes: int, in_channels: int = 3, **kwargs: Any
         raise WorkbenchError(f"model '{name}': {err}") from None
 
 
-__all__ = ["MODELS", "FeatureHooks", "FeatureModel", "build_model", "features", "get_module", "model_options"]
+__all__ = [
+    "MODELS",
+    "FeatureHooks",
+    "FeatureModel",
+    "build_model",
+    "features",
+    "frozen_bn_stats",
+    "get_module",
+    "model_options",
+    "recalibrated_bn",
+]

@@ -70,6 +70,44 @@ def preserve_modes(model: nn.Module, train: bool | None = None) -> Iterator[nn.M
             m.training = mode
 
 
+@contextlib.contextmanager
+def frozen_bn_stats(model: nn.Module) -> Iterator[nn.Module]:
+    """BatchNorm layers still normalise with batch statistics in train mode but leave their running
+    statistics unchanged (momentum 0) inside the block; for extra forwards (sub-networks, augmented views)
+    whose activation statistics must not leak into the ones the model is evaluated with."""
+    saved = [(m, m.momentum) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    try:
+        for m, _ in saved:
+            m.momentum = 0.0
+        yield model
+    finally:
+        for m, momentum in saved:
+            m.momentum = momentum
+
+
+@contextlib.contextmanager
+def recalibrated_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> Iterator[nn.Module]:
+    """Inside the block, every BatchNorm's running statistics are re-estimated as the exact average over
+    forwards of ``batches`` (input tensors on the model's device) in train mode, without gradients;
+    the original statistics and momenta come back afterwards. "Post-statistics" BN calibration of
+    weight-sharing sub-networks (Yu & Huang, US-Nets, arXiv 1903.05134)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m, m.momentum, {k: b.clone() for k, b in m.named_buffers(recurse=False)}) for m in bns]
+    try:
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average: equal weight for every batch
+        with torch.no_grad(), preserve_modes(model, train=True):
+            for x in batches:
+                model(x)
+        yield model
+    finally:
+        for m, momentum, buffers in saved:
+            m.momentum = momentum
+            for k, b in buffers.items():
+                getattr(m, k).copy_(b)
+
+
 def get_module(model: nn.Module, path: str) -> nn.Module:
     """The submodule at ``path`` (relative to the unwrapped model; ``""`` is the model itself)."""
     root = unwrap(model)
