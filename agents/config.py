@@ -24,6 +24,9 @@ class PPOConfig:
     lr_schedule: str = opt("linear", "learning-rate schedule over training", SCHEDULES)
     clip_range: float = opt(0.1, "PPO clip range")
     clip_schedule: str = opt("linear", "clip-range schedule over training", SCHEDULES)
+    schedule_steps: int = opt(
+        0, "env steps over which linear schedules reach 0 (0 = total_steps; RL Zoo budget for a truncated run)"
+    )
     gamma: float = opt(0.99, "discount")
     gae_lambda: float = opt(0.95, "GAE lambda")
     ent_coef: float = opt(0.01, "entropy coefficient")
@@ -104,6 +107,8 @@ class TrainConfig(CommonConfig):
             rollout = self.ppo.n_steps * self.n_envs
             if self.ppo.batch_size < 2 or self.ppo.batch_size > rollout:
                 raise WorkbenchError(f"ppo.batch_size={self.ppo.batch_size} must be in [2, n_steps*n_envs={rollout}]")
+            if self.ppo.schedule_steps < 0:
+                raise WorkbenchError(f"ppo.schedule_steps must be >= 0 (0: total_steps), got {self.ppo.schedule_steps}")
         if self.algo == "dqn":
             check_replay_memory(self, observation_bytes(spec, self.frame_stack))
 

@@ -25,10 +25,13 @@ from workbench.seeding import derive_seed, rng_state, seed_everything, set_rng_s
 CHECKPOINT_FORMAT = "workbench-rl-group/1"
 
 
-def _schedule(value: float, kind: str):
-    if kind == "linear":
-        return lambda progress_remaining: progress_remaining * value
-    return value
+def _schedule(value: float, kind: str, total_steps: int, schedule_steps: int = 0):
+    """SB3 schedule of ``value``: constant, or linear from ``value`` to 0 over ``schedule_steps`` env steps
+    (``total_steps`` when 0). SB3's ``progress_remaining`` runs from 1 to 0 over ``total_steps``."""
+    if kind != "linear":
+        return value
+    horizon = schedule_steps or total_steps
+    return lambda progress_remaining: value * max(0.0, 1.0 - (1.0 - progress_remaining) * total_steps / horizon)
 
 
 def _policy_name(atari: bool) -> str:
@@ -45,13 +48,13 @@ def build_student(cfg: TrainConfig, env, seed: int, device: torch.device, atari:
         return GroupPPO(
             _policy_name(atari),
             env,
-            learning_rate=_schedule(p.learning_rate, p.lr_schedule),
+            learning_rate=_schedule(p.learning_rate, p.lr_schedule, cfg.total_steps, p.schedule_steps),
             n_steps=p.n_steps,
             batch_size=p.batch_size,
             n_epochs=p.n_epochs,
             gamma=p.gamma,
             gae_lambda=p.gae_lambda,
-            clip_range=_schedule(p.clip_range, p.clip_schedule),
+            clip_range=_schedule(p.clip_range, p.clip_schedule, cfg.total_steps, p.schedule_steps),
             ent_coef=p.ent_coef,
             vf_coef=p.vf_coef,
             max_grad_norm=p.max_grad_norm,

@@ -218,3 +218,14 @@ def test_resume_after_interrupt_continues_steps_and_curves(run_root, monkeypatch
     state = torch.load(run.dir / "checkpoints" / "last.pt", weights_only=True)
     assert state["students"][0]["n_updates"] == 512 // 64 * 1  # one epoch per rollout, no update lost or repeated
     assert np.isfinite(summary["steps_per_second"])
+
+
+def test_linear_schedule_horizon():
+    from agents.group import _schedule
+
+    assert _schedule(0.3, "constant", 1000) == 0.3
+    full = _schedule(1e-3, "linear", 1000)
+    assert full(1.0) == pytest.approx(1e-3) and full(0.5) == pytest.approx(5e-4) and full(0.0) == 0.0
+    # 15k steps of a 100k-step schedule: at the end of training the rate is still 85% of the start
+    zoo = _schedule(1e-3, "linear", 15_000, 100_000)
+    assert zoo(0.0) == pytest.approx(0.85e-3) and zoo(1.0) == pytest.approx(1e-3)
