@@ -38,6 +38,11 @@ def mask_unseen(logits: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
     return logits.masked_fill(~keep, UNSEEN)
 
 
+def classes_before(task_classes: Sequence[Sequence[int]], task: int) -> list[int]:
+    """The classes of tasks ``0..task−1``, in task order."""
+    return [c for cs in task_classes[:task] for c in cs]
+
+
 class SeenClassesPlugin(SupervisedPlugin):
     """Masks the eval output to the classes of tasks ``0..task`` (``task`` is set by the driver per task)."""
 
@@ -47,7 +52,7 @@ class SeenClassesPlugin(SupervisedPlugin):
         self.task = 0
 
     def seen(self) -> list[int]:
-        return [c for cs in self.task_classes[: self.task + 1] for c in cs]
+        return classes_before(self.task_classes, self.task + 1)
 
     def after_eval_forward(self, strategy: Any, **kwargs: Any) -> None:
         strategy.mb_output = mask_unseen(strategy.mb_output, self.seen())

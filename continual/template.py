@@ -17,7 +17,7 @@ import torch
 from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 
-from continual.plugins import set_bn_eval
+from continual.plugins import classes_before, set_bn_eval
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -65,13 +65,11 @@ class WorkbenchTemplate(SupervisedTemplate):
         return seen / len(self.task_classes[-1])
 
     def old_classes(self, task: int | None = None) -> list[int]:
-        task = self.task if task is None else task
-        return [c for cs in self.task_classes[:task] for c in cs]
+        return classes_before(self.task_classes, self.task if task is None else task)
 
     def seen_classes(self, task: int | None = None) -> list[int]:
         """Classes of tasks ``0..task`` (the softmax's support while training ``task``)."""
-        task = self.task if task is None else task
-        return [c for cs in self.task_classes[: task + 1] for c in cs]
+        return classes_before(self.task_classes, (self.task if task is None else task) + 1)
 
     def make_optimizer(self, **kwargs: Any) -> None:
         self.optimizer = self.optimizer_factory(p for p in self.model.parameters() if p.requires_grad)
