@@ -193,7 +193,6 @@ class AleVecEnv(_vec_env_base()):  # type: ignore[misc]
         self._returns = np.zeros(n_envs, dtype=np.float64)
         self._lengths = np.zeros(n_envs, dtype=np.int64)
         self._lives = np.zeros(n_envs, dtype=np.int64)
-        self._actions: np.ndarray | None = None
         self.seed(seed)
 
     def reset(self) -> np.ndarray:
@@ -207,10 +206,11 @@ class AleVecEnv(_vec_env_base()):  # type: ignore[misc]
         return obs
 
     def step_async(self, actions: np.ndarray) -> None:
-        self._actions = np.asarray(actions, dtype=np.int64).reshape(self.num_envs)
+        # the native env steps in its own threads from here until step_wait
+        self._env.send(np.asarray(actions, dtype=np.int64).reshape(self.num_envs))
 
     def step_wait(self):
-        obs, reward, terminated, truncated, info = self._env.step(self._actions)
+        obs, reward, terminated, truncated, info = self._env.recv()
         reward = reward.astype(np.float64)
         self._returns += reward
         self._lengths += 1

@@ -1,10 +1,11 @@
 """A group of M SB3 students learning one game, stepped together (OPD-DA, arXiv 2406.05488).
 
 Each student has its own env copy (seeded from the master seed), its own SB3 algorithm instance and
-optimizer. One *iteration* steps every student once: PPO collects one rollout per student and then runs each
-student's update (with the group's distillation term); DQN collects ``train_freq`` steps per student and then
-runs its gradient steps. Checkpoints hold every student's policy and optimizer, the attention module and
-its optimizer, the counters and the RNG states (and optionally DQN replay buffers).
+optimizer. One *iteration* steps every student once: PPO collects one rollout per student (all students in
+lockstep, :mod:`agents.rollout`) and then runs each student's update (with the group's distillation term);
+DQN collects ``train_freq`` steps per student and then runs its gradient steps. Checkpoints hold every
+student's policy and optimizer, the attention module and its optimizer, the counters and the RNG states
+(and optionally DQN replay buffers).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from stable_baselines3.common.logger import configure
 from agents.config import TrainConfig
 from agents.distillation import Distiller, diversity, group_outputs
 from agents.envs import make_env, parse_env_id
+from agents.rollout import StackedPolicies, collect_group_rollouts, resolve_inference
 from agents.students import GroupDQN, GroupPPO, Uint8RolloutBuffer
 from workbench.distill import DecisionAttention
 from workbench.seeding import derive_seed, rng_state, seed_everything, set_rng_state
@@ -109,6 +111,9 @@ class Group:
                 num_threads=cfg.env_threads,
             )
             s = build_student(cfg, env, derive_seed(cfg.seed, "student", i), device, self.spec.atari)
+            if self.spec.atari and cfg.channels_last:
+                # in place (param.data), so the optimizer keeps the same parameters
+                s.policy.to(memory_format=torch.channels_last)
             s.index = i
             s.set_logger(configure(folder=None, format_strings=[]))
             _, callback = s._setup_learn(cfg.total_steps, callback=None, reset_num_timesteps=True, progress_bar=False)
@@ -145,6 +150,9 @@ class Group:
             )
             for s in self.students:
                 s.distiller = self.distiller
+        self.stacked: StackedPolicies | None = None
+        if cfg.algo == "ppo" and resolve_inference(cfg.inference, device) == "vmap":
+            self.stacked = StackedPolicies([s.policy for s in self.students])
         self.iteration = 0
         self.refill_until = 0
         seed_everything(derive_seed(cfg.seed, "loop"))
@@ -157,8 +165,8 @@ class Group:
     def iterate(self) -> None:
         """One group iteration: every student collects experience, then updates."""
         if self.cfg.algo == "ppo":
+            collect_group_rollouts(self.students, self.stacked)
             for s in self.students:
-                s.collect_rollouts(s.env, s.group_callback, s.rollout_buffer, n_rollout_steps=s.n_steps)
                 s._update_current_progress_remaining(s.num_timesteps, s._total_timesteps)
             for s in self.students:
                 s.train()
