@@ -10,12 +10,15 @@ Avalanche) load only when one of its commands runs.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import shutil
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -207,7 +210,8 @@ def run_command(cmd: Command, argv: list[str], prog: str, group: str) -> int:
     if run is not None and run.is_main:
         print(f"run directory: {run.dir}", flush=True)
     try:
-        fn(cfg, run)
+        with _sigterm_interrupts():
+            fn(cfg, run)
     except WorkbenchError:
         if run is not None and not run.resumed and run.is_main:
             _discard_if_empty(run.dir)
@@ -223,6 +227,23 @@ def run_command(cmd: Command, argv: list[str], prog: str, group: str) -> int:
         print(f"run directory: {run.dir}")
         print(f"tensorboard --logdir {Path(cfg.run_root)}")
     return 0
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (a scheduler or ``kill``) stops a command like Ctrl-C: the run saves and says how to resume."""
+
+    def handler(signum, frame) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _discard_if_empty(path: Path) -> None:

@@ -475,15 +475,18 @@ class Trainer:
 
 
 class _DeferredInterrupt:
-    """Turns the first Ctrl-C into a flag checked between optimizer steps (a second Ctrl-C stops at once).
+    """Turns the first Ctrl-C or SIGTERM (a scheduler's stop) into a flag checked between optimizer steps;
+    a second signal stops at once.
 
     The trainer then saves a consistent checkpoint (no half-applied step, no lost accumulated gradients)
     and raises KeyboardInterrupt.
     """
 
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
     def __init__(self) -> None:
         self.requested = False
-        self._previous = None
+        self._previous: dict[int, Any] = {}
 
     def _handler(self, signum, frame) -> None:
         if self.requested:
@@ -492,12 +495,12 @@ class _DeferredInterrupt:
 
     def __enter__(self) -> _DeferredInterrupt:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
+            self._previous = {sig: signal.signal(sig, self._handler) for sig in self.SIGNALS}
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 
 class _null:

@@ -106,3 +106,38 @@ def test_help_lists_keys_and_unknown_command_suggests(cli):
     assert res.returncode == 0 and "batch_size" in res.stdout and "fmnist-resnet20" in res.stdout
     res = cli("trian")
     assert res.returncode == 2 and "did you mean 'train'" in res.stderr
+
+
+@pytest.mark.parametrize("command", ["train", "rl"])
+def test_sigterm_saves_a_checkpoint_and_exits_130(run_root, command):
+    """A scheduler's SIGTERM stops a run like Ctrl-C: checkpoint saved, resume hint printed, exit 130."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[2]
+    if command == "train":
+        args = ["train", *BASE, "epochs=1000", "log_every=1"]
+    else:
+        args = ["rl", "train", "env=CartPole-v1", "method=independent", "students=2", "total_steps=10000000"]
+        args += ["checkpoint_every=0", "eval_episodes=0", "progress=false", "log_every=64", "threads=1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workbench.cli", *args, f"run_root={run_root}"],
+        cwd=root,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(run_root.rglob("metrics.jsonl")):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "--resume" in err
+    (run,) = run_dirs(run_root)
+    assert (run / "checkpoints" / "last.pt").is_file()
