@@ -8,7 +8,7 @@ blocking ``env.step``. A group can do better, because the students' policies are
 * **Batched inference** (``inference="vmap"``): one call computes every student's logits and values, their
   parameters stacked once per rollout (``torch.func.stack_module_state`` + ``vmap``). It pays off where
   per-call overhead dominates (a GPU: one kernel launch series instead of M); on a CPU the grouped
-  convolutions are slower than M plain ones (measured 1.5x slower, NatureCNN, batch 8, 1 thread), so
+  convolutions are slower than M plain ones (measured 1.2-1.5x slower, NatureCNN, batch 8, 1 thread), so
   ``inference="auto"`` uses vmap on CUDA only.
 
 Everything else is SB3's ``collect_rollouts`` step for step (episode bookkeeping, bootstrapping of
