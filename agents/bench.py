@@ -61,7 +61,7 @@ def _sb3_group(s: dict, seed: int) -> float:
     return steps * len(learners) / elapsed
 
 
-def _workbench_group(s: dict, method: str, seed: int, extra: tuple[str, ...] = ()) -> float:
+def _workbench_group(s: dict, method: str, seed: int) -> float:
     from agents.config import TrainConfig
     from agents.group import Group
     from workbench.config import resolve_config
@@ -78,7 +78,6 @@ def _workbench_group(s: dict, method: str, seed: int, extra: tuple[str, ...] = (
         f"total_steps={(s['iterations'] + 1) * s['n_steps'] * s['n_envs']}",
         f"seed={seed}",
         "device=cpu",
-        *extra,
     ]
     cfg = resolve_config(TrainConfig, overrides)
     group = Group(cfg, torch.device("cpu"))

@@ -18,11 +18,9 @@ from workbench.seeding import seed_everything
 BUFFER_FIELDS = ("observations", "actions", "rewards", "episode_starts", "values", "log_probs", "advantages")
 
 
-def _student(env_id: str, seed: int = 3, **overrides: str):
+def _student(env_id: str, seed: int = 3):
     cfg = resolve_config(
-        TrainConfig,
-        [f"env={env_id}", "ppo.n_steps=24", "ppo.batch_size=32", "n_envs=2", "total_steps=2000"]
-        + [f"{k}={v}" for k, v in overrides.items()],
+        TrainConfig, [f"env={env_id}", "ppo.n_steps=24", "ppo.batch_size=32", "n_envs=2", "total_steps=2000"]
     )
     spec = parse_env_id(env_id)
     env = make_env(spec, cfg.n_envs, seed=11, backend=cfg.env_backend, frame_stack=cfg.frame_stack, num_threads=1)
