@@ -18,6 +18,7 @@ from workbench.errors import WorkbenchError
 from workbench.runs import Run
 from workbench.trainer import TrainerConfig
 
+FINETUNE_FILE = "finetune.pt"  # the trainer checkpoint of the fine-tuning after a mask schedule
 SGLP_RULES = ("sglp", "last", "random", "weight-norm")
 FILTER_METHODS = ("sfp", "srfp", "asrfp", "ghfp", "cpmc", "pfgdf")
 
@@ -57,6 +58,12 @@ class SGLPConfig(TrainerConfig, SourceConfig, CommonConfig):
         "keep the subset whose pruned net has the smallest gradient norm (trained nets), or the largest",
         ("min", "max"),
     )
+    importance_bn: str = opt(
+        "eval",
+        "BatchNorm statistics of the gradient-norm proxy: the unpruned net's running ones (eval), or the "
+        "candidate's own batch statistics (train)",
+        ("eval", "train"),
+    )
     importance_batches: int = opt(2, "training batches B of the gradient-norm proxy")
     importance_batch_size: int = opt(64, "batch size of the gradient-norm proxy")
     subset_cap: int = opt(64, "exhaustive subset search up to this many subsets per segment, greedy above")
@@ -91,6 +98,11 @@ class PruneConfig(TrainerConfig, SourceConfig, CommonConfig):
     method: str = opt("sfp", "filter-pruning method", FILTER_METHODS)
     target_macs: float = opt(0.5, "keep at most this fraction of the MACs")
     epochs: int = opt(10, "epochs of training with the mask schedule (sfp family) or of fine-tuning (cpmc, pfgdf)")
+    finetune_epochs: int = opt(
+        0,
+        "epochs of fine-tuning the physically pruned model after the mask schedule; cpmc and pfgdf fine-tune "
+        "epochs + finetune_epochs, so every method trains equally long",
+    )
     lr: float = opt(0.01, "learning rate")
     criterion: str = opt("l2", "filter norm ranking the sfp family's filters", ("l1", "l2"))
     scale_bn: bool = opt(
@@ -112,6 +124,8 @@ class PruneConfig(TrainerConfig, SourceConfig, CommonConfig):
         self.validate_trainer()
         if not 0.0 < self.target_macs < 1.0:
             raise WorkbenchError(f"target_macs={self.target_macs} must be in (0, 1): the fraction of MACs to keep")
+        if self.finetune_epochs < 0:
+            raise WorkbenchError(f"finetune_epochs={self.finetune_epochs} must be >= 0")
         if len(self.cpmc_weights) != 3:
             raise WorkbenchError(f"cpmc_weights needs 3 values (weight, MACs, params), got {self.cpmc_weights}")
         for key in ("speed_batch", "speed_repeats"):
@@ -135,6 +149,8 @@ def run_sglp(cfg: SGLPConfig, run: Run) -> dict:
         fine_tune,
         load_data,
         load_source,
+        val_accuracy,
+        val_fields,
     )
     from workbench.checkpoint import load_model, save_model
     from workbench.device import choose_device
@@ -156,13 +172,15 @@ def run_sglp(cfg: SGLPConfig, run: Run) -> dict:
     if remove <= 0:
         budget = f"target_macs={cfg.target_macs}" if cfg.target_macs else f"keep_units={cfg.keep_units}"
         raise WorkbenchError(f"{budget} keeps all {len(units)} prunable units; ask for a smaller model")
-    train, plain, test = load_data(cfg, source.spec, cfg.seed)
+    data = load_data(cfg, source.spec, cfg.seed, source.trained_on)
+    train, plain, test = data.train, data.plain, data.test
 
     if _resumable(run):
         pruned, _ = load_model(run.checkpoints / PRUNED_FILE)
         info = json.loads((run.checkpoints / "selection.json").read_text())
     else:
         acc_before = accuracy(model, test, device, cfg.eval_batch_size)
+        val_before = val_accuracy(model, data.val, device, cfg.eval_batch_size)
         start = time.perf_counter()
         analysis = None
         if cfg.baseline == "sglp":
@@ -173,7 +191,7 @@ def run_sglp(cfg: SGLPConfig, run: Run) -> dict:
             batches = sglp.fixed_batches(
                 plain, cfg.importance_batch_size, cfg.importance_batches, derive_seed(cfg.seed, "importance")
             )
-            scorer = sglp.SubsetScorer(model, batches, device, cfg.importance_direction)
+            scorer = sglp.SubsetScorer(model, batches, device, cfg.importance_direction, cfg.importance_bn)
 
         def select(r: int) -> sglp.Selection:
             if analysis is None:
@@ -188,6 +206,7 @@ def run_sglp(cfg: SGLPConfig, run: Run) -> dict:
                 cfg.subset_cap,
                 cfg.keep_per_segment,
                 scorer,
+                cfg.importance_bn,
             )
 
         selection = select(remove)
@@ -199,6 +218,7 @@ def run_sglp(cfg: SGLPConfig, run: Run) -> dict:
         analysis_seconds = time.perf_counter() - start
         pruned = sglp.pruned_copy(model, selection.removed, shape)
         acc_prune = accuracy(pruned, test, device, cfg.eval_batch_size)
+        val_prune = val_accuracy(pruned, data.val, device, cfg.eval_batch_size)
         info = {
             "rule": selection.rule,
             "units": selection.units,
@@ -211,6 +231,8 @@ def run_sglp(cfg: SGLPConfig, run: Run) -> dict:
             "evaluations": selection.evaluations,
             "acc_before": acc_before,
             "acc_after_prune": acc_prune,
+            "val_acc_before": val_before,
+            "val_acc_after_prune": val_prune,
             "analysis_seconds": analysis_seconds,
         }
         removed_all = list(source.spec.get("removed_units") or []) + selection.removed
@@ -254,6 +276,7 @@ def run_sglp(cfg: SGLPConfig, run: Run) -> dict:
         trainer = fine_tune(pruned, cfg, cfg.finetune_epochs, train, test, device, run, cfg.seed, objective)
         history = trainer.history
         acc_ft = accuracy(pruned, test, device, cfg.eval_batch_size)
+    val_ft = val_accuracy(pruned, data.val, device, cfg.eval_batch_size)
     cost_after = model_cost(pruned, shape)
     removed_all = list(source.spec.get("removed_units") or []) + info["removed"]
     spec = base_spec(source, removed_units=removed_all, compressed_by=f"sglp:{cfg.baseline}")
@@ -289,6 +312,7 @@ def run_sglp(cfg: SGLPConfig, run: Run) -> dict:
         "acc_after_prune": info["acc_after_prune"],
         "acc_after_finetune": acc_ft,
         "test_acc": acc_ft,
+        **val_fields(data.val, info.get("val_acc_before"), info.get("val_acc_after_prune"), val_ft),
         "finetune_epochs": cfg.finetune_epochs,
         "recovery": cfg.recovery,
         "analysis_seconds": round(info["analysis_seconds"], 3),
@@ -311,11 +335,21 @@ def run_prune(cfg: PruneConfig, run: Run) -> dict:
     import torch
 
     from compression import filter_pruning as fp
-    from compression.pruning_common import accuracy, base_spec, cpu_images_per_second, fine_tune, load_data, load_source
+    from compression.pruning_common import (
+        accuracy,
+        base_spec,
+        cpu_images_per_second,
+        fine_tune,
+        load_data,
+        load_source,
+        val_accuracy,
+        val_fields,
+    )
     from workbench.checkpoint import load_model, save_model
     from workbench.device import choose_device
     from workbench.flops import model_cost
     from workbench.io import atomic_write_json
+    from workbench.seeding import derive_seed
 
     device = choose_device(cfg.device)
     source = load_source(cfg.model)
@@ -324,9 +358,11 @@ def run_prune(cfg: PruneConfig, run: Run) -> dict:
     knob, plan, _, macs_before = fp.fit_budget(
         model, cfg.method, layers, shape, cfg.target_macs, cfg.criterion, cfg.cpmc_combine, cfg.cpmc_weights
     )
-    train, _, test = load_data(cfg, source.spec, cfg.seed)
+    data = load_data(cfg, source.spec, cfg.seed, source.trained_on)
+    train, test = data.train, data.test
     cost_before = model_cost(model, shape)
     acc_before = accuracy(model, test, device, cfg.eval_batch_size)
+    val_before = val_accuracy(model, data.val, device, cfg.eval_batch_size)
     original = copy.deepcopy(model).cpu()
     extra: dict = {}
     if cfg.method in fp.MASK_METHODS:
@@ -351,25 +387,37 @@ def run_prune(cfg: PruneConfig, run: Run) -> dict:
         with torch.no_grad():
             diff = (masked.eval()(x) - pruned.eval()(x)).abs().max().item()
         acc_prune = accuracy(pruned, test, device, cfg.eval_batch_size)
+        val_prune = val_accuracy(pruned, data.val, device, cfg.eval_batch_size)
         acc_final = acc_prune
         extra = {"acc_masked": acc_masked, "max_abs_diff_masked_vs_pruned": diff, "rate": knob}
         history = trainer.history
+        if cfg.finetune_epochs:
+            tuned = fine_tune(
+                pruned, cfg, cfg.finetune_epochs, train, test, device, run, derive_seed(cfg.seed, "finetune"),
+                checkpoint_name=FINETUNE_FILE, step_offset=trainer.global_step,
+            )  # fmt: skip
+            history = history + tuned.history
+            acc_final = accuracy(pruned, test, device, cfg.eval_batch_size)
     else:
         if _resumable(run):
             pruned, _ = load_model(run.checkpoints / PRUNED_FILE)
             saved = json.loads((run.checkpoints / "plan.json").read_text())
-            acc_prune, plan = saved["acc_after_prune"], saved["plan"]
+            acc_prune, plan, val_prune = saved["acc_after_prune"], saved["plan"], saved.get("val_acc_after_prune")
         else:
             pruned = fp.pruned_copy(model, plan, shape)
             acc_prune = accuracy(pruned, test, device, cfg.eval_batch_size)
+            val_prune = val_accuracy(pruned, data.val, device, cfg.eval_batch_size)
             if run.is_main:
                 save_model(run.checkpoints / PRUNED_FILE, pruned, base_spec(source))
-                atomic_write_json(run.checkpoints / "plan.json", {"plan": plan, "acc_after_prune": acc_prune})
+                atomic_write_json(
+                    run.checkpoints / "plan.json",
+                    {"plan": plan, "acc_after_prune": acc_prune, "val_acc_after_prune": val_prune},
+                )
         run.logger.scalars(
             {f"{cfg.method}/pruned_fraction": fp.pruned_fraction(plan, model, layers), "acc/after_prune": acc_prune},
             0,
         )
-        trainer = fine_tune(pruned, cfg, cfg.epochs, train, test, device, run, cfg.seed)
+        trainer = fine_tune(pruned, cfg, cfg.epochs + cfg.finetune_epochs, train, test, device, run, cfg.seed)
         history = trainer.history
         acc_final = accuracy(pruned, test, device, cfg.eval_batch_size)
         extra = {"knob": knob, "knob_name": "global channel share" if cfg.method == "cpmc" else "band k (sigma)"}
@@ -402,7 +450,9 @@ def run_prune(cfg: PruneConfig, run: Run) -> dict:
         "acc_after": acc_final,
         "test_acc": acc_final,
         "acc_drop": acc_before - acc_final,
+        **val_fields(data.val, val_before, val_prune, val_accuracy(pruned, data.val, device, cfg.eval_batch_size)),
         "epochs": cfg.epochs,
+        "finetune_epochs": cfg.finetune_epochs,
         "cpu_images_per_s_before": speed["before"],
         "cpu_images_per_s_after": speed["after"],
         "cpu_speedup": speed["after"] / speed["before"],

@@ -32,6 +32,11 @@ class SourceConfig:
     data_root: str | None = opt(None, "dataset folder (default: the one the model was trained with)")
     subset: int | None = opt(None, "fine-tune on a fixed, class-stratified subset of N training images")
     test_subset: int | None = opt(None, "evaluate on a fixed, class-stratified subset of N test images")
+    val_subset: int | None = opt(
+        None,
+        "hold out N class-stratified training images as a validation set (reported as val_*; never trained "
+        "on, probed or scored), drawn from images the source model did not train on when it used subset=",
+    )
     augment: bool = opt(True, "standard train-time augmentation while fine-tuning")
 
 
@@ -61,14 +66,24 @@ class Source:
     path: Path
     run_summary: dict[str, Any]
 
+    train_config: dict[str, Any] = dataclasses.field(default_factory=dict)
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(int(s) for s in self.spec["input_shape"])
+
+    @property
+    def trained_on(self) -> tuple[int, int] | None:
+        """``(subset, seed)`` of the training images the source run used, when it used a subset."""
+        subset = self.train_config.get("subset")
+        return (int(subset), int(self.train_config.get("seed", 0))) if subset else None
 
 
 def load_source(model: str | Path) -> Source:
     """Load the model to compress (a train run directory or a model file written by ``save_model``)."""
     import json
+
+    from omegaconf import OmegaConf
 
     from workbench.checkpoint import load_model
 
@@ -76,7 +91,12 @@ def load_source(model: str | Path) -> Source:
     net, spec = load_model(path)
     summary_path = path.parent.parent / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    return Source(net, spec, path, summary)
+    config_path = path.parent.parent / "config.yaml"
+    train_config: dict[str, Any] = {}
+    if config_path.is_file() and summary.get("command") == "train":
+        loaded = OmegaConf.to_container(OmegaConf.load(config_path))
+        train_config = loaded if isinstance(loaded, dict) else {}
+    return Source(net, spec, path, summary, train_config)
 
 
 def epoch_seconds(summary: dict[str, Any]) -> float | None:
@@ -87,17 +107,47 @@ def epoch_seconds(summary: dict[str, Any]) -> float | None:
     return None
 
 
-def load_data(cfg: SourceConfig, spec: dict[str, Any], seed: int):
-    """``(train, plain_train, test)``: the training split with the configured augmentation, the same
-    images without augmentation (for probes: CKA and gradient norms), and the test split."""
-    from workbench.data import get_dataset
+@dataclass
+class Splits:
+    """The data of a compression run: ``train`` (with the configured augmentation), ``plain`` (the same
+    images without augmentation, for probes: CKA and gradient norms), ``test``, and ``val`` (held-out
+    training images, or ``None``)."""
+
+    train: Any
+    plain: Any
+    test: Any
+    val: Any | None = None
+
+
+def load_data(cfg: SourceConfig, spec: dict[str, Any], seed: int, trained_on: tuple[int, int] | None = None) -> Splits:
+    """The run's splits. With ``cfg.val_subset`` the validation images are held out first (avoiding the
+    source model's own training images ``trained_on = (subset, seed)`` where possible) and the
+    fine-tuning ``subset`` is drawn from the rest."""
+    from workbench.data import get_dataset, holdout_indices, stratified_indices
+    from workbench.seeding import derive_seed
 
     data_root = cfg.data_root if cfg.data_root is not None else spec.get("data_root")
     kw = dict(data_root=data_root, seed=seed)
-    train = get_dataset(spec["dataset"], "train", augment=cfg.augment, subset=cfg.subset, **kw)
-    plain = get_dataset(spec["dataset"], "train", augment=False, subset=cfg.subset, **kw)
     test = get_dataset(spec["dataset"], "test", augment=False, subset=cfg.test_subset, **kw)
-    return train, plain, test
+    if not cfg.val_subset:
+        train = get_dataset(spec["dataset"], "train", augment=cfg.augment, subset=cfg.subset, **kw)
+        plain = get_dataset(spec["dataset"], "train", augment=False, subset=cfg.subset, **kw)
+        return Splits(train, plain, test)
+    full = get_dataset(spec["dataset"], "train", augment=cfg.augment, **kw)
+    full_plain = get_dataset(spec["dataset"], "train", augment=False, **kw)
+    targets = torch.as_tensor(full.targets, dtype=torch.long)
+    avoid = stratified_indices(targets, trained_on[0], trained_on[1]) if trained_on else None
+    try:
+        val_idx, rest = holdout_indices(targets, cfg.val_subset, derive_seed(seed, "val-split"), avoid)
+    except WorkbenchError as exc:
+        raise WorkbenchError(f"val_subset={cfg.val_subset}: {exc}") from None
+    if cfg.subset is not None:
+        if not 1 <= cfg.subset <= len(rest):
+            raise WorkbenchError(
+                f"subset={cfg.subset} must be between 1 and the {len(rest)} training images left beside val_subset"
+            )
+        rest = rest[stratified_indices(targets[rest], cfg.subset, seed)]
+    return Splits(full.select(rest), full_plain.select(rest), test, full_plain.select(val_idx))
 
 
 class DistillRecovery(Objective):
@@ -147,8 +197,14 @@ def fine_tune(
     seed: int,
     objective: Objective | None = None,
     callbacks: Sequence[Any] = (),
+    checkpoint_name: str = "last.pt",
+    step_offset: int = 0,
 ) -> Trainer:
-    """Train ``model`` for ``epochs`` with the workbench Trainer (resumes from ``run``'s checkpoint under --resume)."""
+    """Train ``model`` for ``epochs`` with the workbench Trainer (resumes from ``run``'s checkpoint under --resume).
+
+    A second training phase of the same run (fine-tuning after a mask schedule) passes its own
+    ``checkpoint_name`` and the first phase's steps as ``step_offset``, so its curves continue.
+    """
     trainer = Trainer(
         model,
         trainer_config(cfg, epochs),
@@ -159,14 +215,28 @@ def fine_tune(
         objective=objective,
         callbacks=callbacks,
         seed=seed,
+        checkpoint_name=checkpoint_name,
+        step_offset=step_offset,
     )
-    trainer.fit(resume=run is not None and run.resumed and (run.checkpoints / "last.pt").is_file())
+    trainer.fit(resume=run is not None and run.resumed and (run.checkpoints / checkpoint_name).is_file())
     return trainer
 
 
 def accuracy(model: nn.Module, data: Any, device: torch.device, batch_size: int = 512) -> float:
     """Test accuracy (%) of ``model`` on ``data``."""
     return evaluate_classifier(model.to(device), data, device, batch_size)["acc"]
+
+
+def val_accuracy(model: nn.Module, val: Any | None, device: torch.device, batch_size: int = 512) -> float | None:
+    """Accuracy (%) on the held-out validation images, or ``None`` when the run has none."""
+    return None if val is None else accuracy(model, val, device, batch_size)
+
+
+def val_fields(val: Any | None, before: float | None, after_prune: float | None, final: float | None) -> dict:
+    """The summary's validation entries (none when the run held out no validation images)."""
+    if val is None:
+        return {}
+    return {"val_images": len(val), "val_acc_before": before, "val_acc_after_prune": after_prune, "val_acc": final}
 
 
 @torch.no_grad()

@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from workbench.errors import WorkbenchError
-from workbench.models.features import get_module, unwrap
+from workbench.models.features import frozen_bn_stats, get_module, unwrap
 from workbench.prune import (
     choose_num_segments,
     cka_matrix,
@@ -61,6 +61,7 @@ RULES = ("sglp", "last", "random", "weight-norm")
 SEGMENT_COSTS = ("sum_squares", "neg_mean_cka")
 IMPORTANCE = ("subset", "unit")
 DIRECTIONS = ("min", "max")
+BN_MODES = ("eval", "train")
 
 
 @dataclass
@@ -197,7 +198,9 @@ class SubsetScorer:
     """Score of the pretrained network with the given units removed (higher = keep that subset), cached.
 
     The score is ``−G`` for ``direction="min"`` and ``G`` for ``"max"``, with G the gradient norm on the
-    fixed batches (module docstring, step 4).
+    fixed batches (module docstring, step 4). ``bn="eval"`` takes G with the BatchNorm running statistics
+    of the unpruned network; ``"train"`` with the candidate's own batch statistics (running statistics
+    left untouched).
     """
 
     def __init__(
@@ -206,18 +209,22 @@ class SubsetScorer:
         batches: list[tuple[torch.Tensor, torch.Tensor]],
         device: torch.device,
         direction: str = "min",
+        bn: str = "eval",
     ) -> None:
         if direction not in DIRECTIONS:
             raise WorkbenchError(f"unknown importance direction '{direction}'; valid: {', '.join(DIRECTIONS)}")
+        if bn not in BN_MODES:
+            raise WorkbenchError(f"unknown importance BatchNorm mode '{bn}'; valid: {', '.join(BN_MODES)}")
         self.model, self.batches, self.device = model, batches, device
         self.sign = -1.0 if direction == "min" else 1.0
+        self.train_mode = bn == "train"
         self.cache: dict[frozenset[str], float] = {}
 
     def __call__(self, removed: Sequence[str]) -> float:
         key = frozenset(removed)
         if key not in self.cache:
-            with units_removed(self.model, sorted(key)):
-                g = gradient_norm(self.model, self.batches, self.device, len(self.batches))
+            with units_removed(self.model, sorted(key)), frozen_bn_stats(self.model):
+                g = gradient_norm(self.model, self.batches, self.device, len(self.batches), train_mode=self.train_mode)
             self.cache[key] = self.sign * g
         return self.cache[key]
 
@@ -341,8 +348,9 @@ def sglp_selection(
     cap: int = 64,
     keep_per_segment: Sequence[int] = (),
     scorer: SubsetScorer | None = None,
+    bn: str = "eval",
 ) -> Selection:
-    """Steps 3–4: units kept per segment by the gradient-norm proxy."""
+    """Steps 3–4: units kept per segment by the gradient-norm proxy (``bn``: see ``SubsetScorer``)."""
     units, bounds = analysis.units, analysis.segments
     sizes = [b - a for a, b in bounds]
     if keep_per_segment:
@@ -357,10 +365,11 @@ def sglp_selection(
     kept: list[str] = []
     scores: dict[str, float] = {}
     if importance == "unit":
-        scores = unit_gradient_norms(model, units, batches, device, len(batches))
+        with frozen_bn_stats(model):
+            scores = unit_gradient_norms(model, units, batches, device, len(batches), train_mode=bn == "train")
     elif importance != "subset":
         raise WorkbenchError(f"unknown importance '{importance}'; valid: {', '.join(IMPORTANCE)}")
-    scorer = scorer or SubsetScorer(model, batches, device)
+    scorer = scorer or SubsetScorer(model, batches, device, bn=bn)
     for (a, b), m in zip(bounds, per_seg, strict=True):
         seg = units[a:b]
         if importance == "unit":

@@ -175,6 +175,9 @@ class Trainer:
         objective: loss computation (default cross-entropy).
         callbacks: hooks for extra losses, mask schedules, logging.
         seed: master seed (data order, per-epoch RNG).
+        checkpoint_name: file under the run's ``checkpoints/`` (a second training phase in the same run
+            uses its own, e.g. fine-tuning after pruning).
+        step_offset: added to the optimizer step in the logs, so a second phase continues the curves.
     """
 
     def __init__(
@@ -189,9 +192,12 @@ class Trainer:
         objective: Objective | None = None,
         callbacks: Sequence[Callback] = (),
         seed: int = 0,
+        checkpoint_name: str = "last.pt",
+        step_offset: int = 0,
     ) -> None:
         cfg.validate_trainer()
         self.cfg, self.run, self.seed = cfg, run, seed
+        self.checkpoint_name, self.step_offset = checkpoint_name, step_offset
         self.device = distributed.local_device(device)
         distributed.init_distributed(self.device)
         self.world, self.rank = distributed.world_size(), distributed.rank()
@@ -248,7 +254,7 @@ class Trainer:
     # ----------------------------------------------------------------- checkpoints
     @property
     def checkpoint_path(self) -> Path | None:
-        return None if self.run is None else self.run.checkpoints / "last.pt"
+        return None if self.run is None else self.run.checkpoints / self.checkpoint_name
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -295,7 +301,7 @@ class Trainer:
                 "resume with the command and settings that wrote it"
             ) from None
         if self.run is not None:
-            self.run.resume_logging_at(self.global_step)
+            self.run.resume_logging_at(self.step_offset + self.global_step)
 
     # ----------------------------------------------------------------- loop
     def fit(self, resume: bool = False) -> dict[str, float]:
@@ -395,7 +401,7 @@ class Trainer:
         logs["epoch"] = self.epoch
         self.history.append(logs)
         if self.run is not None:
-            self.run.logger.scalars(logs, self.global_step)
+            self.run.logger.scalars(logs, self.step_offset + self.global_step)
         self.save_checkpoint()
         return logs
 
@@ -436,7 +442,7 @@ class Trainer:
         if self.run is not None and self.global_step % cfg.log_every == 0:
             self.run.logger.scalars(
                 {"train/step_loss": loss.item(), "train/step_lr": self.optimizer.param_groups[0]["lr"]},
-                self.global_step,
+                self.step_offset + self.global_step,
             )
         return out
 

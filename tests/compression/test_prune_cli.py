@@ -59,7 +59,7 @@ def test_sglp_end_to_end(trained):
     model_dir, root = trained
     res = workbench_cli(
         "compress", "sglp", f"model={model_dir}", "keep_units=0.5", "finetune_epochs=1", "subset=300",
-        "probe_samples=96", "probe_batch_size=48", "importance_batches=1", "importance_batch_size=32",
+        "val_subset=200", "importance_bn=train", "probe_samples=96", "probe_batch_size=48", "importance_batches=1", "importance_batch_size=32",
         *SMALL, f"run_root={root}",
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
@@ -81,6 +81,29 @@ def test_sglp_end_to_end(trained):
     assert pruned(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
     assert _eval_acc(out) == pytest.approx(s["acc_after_finetune"])
     assert (out / "plots" / "cka_segments.png").is_file()
+    assert s["val_images"] == 200
+    assert all(0 <= s[k] <= 100 for k in ("val_acc_before", "val_acc_after_prune", "val_acc"))
+
+
+def test_validation_images_are_held_out_from_fine_tuning_and_from_the_source_training(trained):
+    from compression.prune_commands import SGLPConfig
+    from compression.pruning_common import load_data, load_source
+    from workbench.config import resolve_config
+
+    model_dir, _ = trained
+    source = load_source(model_dir)
+    assert source.trained_on == (600, 0)
+    cfg = resolve_config(SGLPConfig, [f"model={model_dir}", "subset=300", "val_subset=200"])
+    data = load_data(cfg, source.spec, 0, source.trained_on)
+    source_train = load_data(resolve_config(SGLPConfig, [f"model={model_dir}", "subset=600"]), source.spec, 0).plain
+
+    def rows(ds):
+        return {bytes(img.numpy()) for img in ds.images}
+
+    assert len(data.val) == 200 and len(data.train) == 300
+    assert not rows(data.val) & rows(data.train)
+    assert not rows(data.val) & rows(source_train)
+    assert rows(data.plain) == rows(data.train)
 
 
 def test_sglp_baseline_meets_a_macs_target(trained):
@@ -117,6 +140,28 @@ def test_filter_pruning_end_to_end(trained, method):
     assert _eval_acc(out) == pytest.approx(s["acc_after"])
 
 
+def test_a_mask_method_can_fine_tune_the_pruned_model_and_one_shot_methods_train_as_long(trained):
+    model_dir, root = trained
+    summaries = {}
+    for method in ("srfp", "pfgdf"):
+        res = workbench_cli(
+            "compress", "prune", f"model={model_dir}", f"method={method}", "target_macs=0.5", "epochs=1",
+            "finetune_epochs=1", "subset=300", "speed_repeats=1", "speed_batch=16", *SMALL, f"run_root={root}",
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        out = _run_dir(res.stdout)
+        summaries[method] = _summary(out)
+        metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        assert len([m for m in metrics if "test/acc" in m]) == 2  # both methods train 2 epochs in all
+        steps = [m["step"] for m in metrics if "test/acc" in m]
+        assert steps == sorted(steps) and steps[0] < steps[1]
+        assert _eval_acc(out) == pytest.approx(summaries[method]["acc_after"])
+    srfp = summaries["srfp"]
+    assert (srfp["epochs"], srfp["finetune_epochs"]) == (1, 1)
+    assert srfp["acc_after"] != srfp["acc_after_prune"]  # the pruned model was trained further
+    assert (Path(_run_dir(res.stdout)).parent.parent / "srfp").is_dir()
+
+
 def test_bad_input_is_refused_in_one_line(trained, tmp_path):
     model_dir, root = trained
     empty = tmp_path / "not_a_run"
@@ -128,6 +173,8 @@ def test_bad_input_is_refused_in_one_line(trained, tmp_path):
         (["compress", "sglp", f"model={tmp_path / 'missing'}"], "does not exist"),
         (["compress", "sglp", f"model={empty}"], "not a finished train run"),
         (["compress", "sglp", f"model={model_dir}", "epochs=3"], "finetune_epochs"),
+        (["compress", "sglp", f"model={model_dir}", "val_subset=5000"], "val_subset"),
+        (["compress", "prune", f"model={model_dir}", "finetune_epochs=-1"], "finetune_epochs"),
     ]
     for args, needle in cases:
         res = workbench_cli(*args, f"run_root={root}")

@@ -94,6 +94,22 @@ def test_subset_scorer_matches_a_copy_with_the_units_removed(net):
     assert not isinstance(net.layer1[2], torch.nn.Identity)
 
 
+def test_subset_scorer_with_batch_statistics_leaves_the_running_statistics_alone(net):
+    from workbench.prune import gradient_norm
+
+    g = torch.Generator().manual_seed(2)
+    batches = [(torch.randn(8, *SHAPE, generator=g), torch.randint(0, 10, (8,), generator=g))]
+    before = {k: v.clone() for k, v in net.state_dict().items() if "running" in k}
+    value = sglp.SubsetScorer(net, batches, torch.device("cpu"), direction="max", bn="train")(["layer1.1"])
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
+    reference = gradient_norm(sglp.pruned_copy(net, ["layer1.1"], SHAPE), batches, "cpu", 1, train_mode=True)
+    assert value == pytest.approx(reference, rel=1e-6)
+    assert value != pytest.approx(sglp.SubsetScorer(net, batches, torch.device("cpu"), direction="max")(["layer1.1"]))
+    assert not net.training
+    with pytest.raises(WorkbenchError, match="BatchNorm mode"):
+        sglp.SubsetScorer(net, batches, torch.device("cpu"), bn="frozen")
+
+
 def test_segmentation_from_a_block_cka_matrix():
     # two clear blocks of similar units: units 0-2 and 3-6
     cka = np.full((7, 7), 0.2)

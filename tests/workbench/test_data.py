@@ -378,6 +378,23 @@ def test_stratified_indices_by_hand():
         stratified_indices(targets, 11, seed=0)
 
 
+def test_holdout_indices_avoid_the_given_items_and_split_the_rest():
+    from workbench.data import holdout_indices
+
+    targets = torch.tensor([0] * 10 + [1] * 10)
+    avoid = torch.tensor([0, 1, 2, 3, 10, 11, 12, 13])
+    held, rest = holdout_indices(targets, 6, seed=0, avoid=avoid)
+    assert torch.bincount(targets[held], minlength=2).tolist() == [3, 3]
+    assert not set(held.tolist()) & set(avoid.tolist())
+    assert sorted(held.tolist() + rest.tolist()) == list(range(20))
+    assert torch.equal(held, holdout_indices(targets, 6, seed=0, avoid=avoid)[0])
+    # too few items outside `avoid`: drawn from all items
+    held, _ = holdout_indices(targets, 16, seed=0, avoid=avoid)
+    assert len(held) == 16 and set(held.tolist()) & set(avoid.tolist())
+    with pytest.raises(WorkbenchError, match="held-out split"):
+        holdout_indices(targets, 20, seed=0)
+
+
 def test_subset_is_stratified_and_seeded():
     full = get_dataset("digits", "train", augment=False)
     a = get_dataset("digits", "train", subset=100, seed=1)

@@ -57,6 +57,22 @@ def test_resume_continues_exactly(tmp_path, toy_data):
     assert steps == sorted(steps) and steps[-1] == 16
 
 
+def test_a_second_phase_has_its_own_checkpoint_and_continues_the_curves(tmp_path, toy_data):
+    from workbench.tracking import read_metrics
+
+    run = Run(tmp_path / "r", "t")
+    first = Trainer(mlp(), cfg(epochs=1), toy_data, toy_data, device=CPU, run=run)
+    first.fit()
+    second = Trainer(
+        mlp(1), cfg(epochs=1), toy_data, toy_data, device=CPU, run=run,
+        checkpoint_name="phase2.pt", step_offset=first.global_step,
+    )  # fmt: skip
+    second.fit()
+    assert (run.checkpoints / "last.pt").is_file() and (run.checkpoints / "phase2.pt").is_file()
+    epochs = [m for m in read_metrics(run.dir) if "test/acc" in m]
+    assert [m["step"] for m in epochs] == [first.global_step, first.global_step + second.global_step]
+
+
 def test_gradient_accumulation_matches_large_batch(toy_data):
     a, b = mlp(), mlp()
     no_dropout = {"epochs": 1}

@@ -160,6 +160,31 @@ def stratified_indices(targets: torch.Tensor, n: int, seed: int) -> torch.Tensor
     return torch.cat(picked).sort().values
 
 
+def holdout_indices(
+    targets: torch.Tensor, n: int, seed: int, avoid: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(held_out, rest)``: a class-stratified random choice of ``n`` items, and every other item.
+
+    The ``n`` items are drawn (``stratified_indices`` with ``seed``) from the items not in ``avoid``, e.g.
+    the images a model was trained on, so that a validation split measures generalisation; when fewer
+    than ``n`` items lie outside ``avoid`` they are drawn from all items. Both are sorted index tensors.
+    """
+    targets = torch.as_tensor(targets, dtype=torch.long)
+    total = len(targets)
+    if not 1 <= n < total:
+        raise WorkbenchError(f"a held-out split of {n} items needs 1 <= n < the split's {total} items")
+    pool = torch.arange(total)
+    if avoid is not None and len(avoid):
+        outside = torch.ones(total, dtype=torch.bool)
+        outside[torch.as_tensor(avoid, dtype=torch.long)] = False
+        if int(outside.sum()) >= n:
+            pool = outside.nonzero().squeeze(1)
+    held = pool[stratified_indices(targets[pool], n, seed)].sort().values
+    keep = torch.ones(total, dtype=torch.bool)
+    keep[held] = False
+    return held, keep.nonzero().squeeze(1)
+
+
 def get_dataset(
     name: str,
     split: str = "train",
