@@ -59,7 +59,8 @@ def test_sglp_end_to_end(trained):
     model_dir, root = trained
     res = workbench_cli(
         "compress", "sglp", f"model={model_dir}", "keep_units=0.5", "finetune_epochs=1", "subset=300",
-        "val_subset=200", "importance_bn=train", "probe_samples=96", "probe_batch_size=48", "importance_batches=1", "importance_batch_size=32",
+        "val_subset=200", "importance_bn=train", "probe_samples=96", "probe_batch_size=48", "importance_batches=1",
+        "importance_batch_size=32",
         *SMALL, f"run_root={root}",
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
