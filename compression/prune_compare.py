@@ -36,7 +36,7 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
         "family": "prune",
         "methods": FILTER_METHODS,
         "train": ["dataset=fashion-mnist", "model=resnet56", "epochs=10", "lr=0.1", "batch_size=128"],
-        "compress": ["target_macs=0.5", "epochs=3", "lr=0.01"],
+        "compress": ["target_macs=0.5", "epochs=2", "finetune_epochs=1", "lr=0.01"],
     },
     "sglp-cifar10": {
         "family": "sglp",
@@ -128,9 +128,10 @@ def run_compare(cfg, run: Run) -> dict:
             print(f"[seed {seed}] {family} {method}")
             summary, _ = _sub_run("compress", ccfg, f"{family}_{method}", fn, root)
             rows[method].append(summary)
-        rows["unpruned"].append(
-            {"test_acc": summary["acc_before"], "macs_ratio": 1.0, "params_after": summary["params_before"]}
-        )
+        unpruned = {"test_acc": summary["acc_before"], "macs_ratio": 1.0, "params_after": summary["params_before"]}
+        if summary.get("val_acc_before") is not None:
+            unpruned["val_acc"] = summary["val_acc_before"]
+        rows["unpruned"].append(unpruned)
         from compression.pruning_common import epoch_seconds, model_path
 
         source_summary = Path(model_path(base_dir)).parent.parent / "summary.json"
@@ -158,6 +159,8 @@ def _report(cfg, run: Run, family: str, methods: list[str], rows: dict[str, list
             ("test_acc", "accuracy (%)"), ("acc_drop", "drop (points)"), ("macs_ratio", "MACs kept"),
             ("params_after", "params"), ("cpu_speedup", "CPU speed-up"), ("acc_after_prune", "acc. after pruning"),
         ]  # fmt: skip
+    if any("val_acc" in r for summaries in rows.values() for r in summaries):
+        columns.insert(1, ("val_acc", "val. acc. (%)"))
     header = ["method", "n", *[label for _, label in columns]]
     cells, means = [], {}
     for name, summaries in rows.items():
