@@ -45,8 +45,9 @@ class SGLPConfig(TrainerConfig, SourceConfig, CommonConfig):
     segments: int = opt(0, "number of segments (0 = the largest k whose loss drop exceeds segment_threshold)")
     segment_cost: str = opt(
         "sum_squares",
-        "Fisher segmentation cost: sum of squares of CKA column sums (paper) or -mean intra-segment CKA",
-        ("sum_squares", "neg_mean_cka"),
+        "Fisher segmentation cost: sum of squares of the CKA column sums (paper), -mean intra-segment CKA, or "
+        "the sum of squares of the units' normalised Gram matrices (sum over a segment of 1 - CKA / its size)",
+        ("sum_squares", "neg_mean_cka", "cka_sum_squares"),
     )
     segment_threshold: float = opt(0.05, "loss-drop threshold of the automatic number of segments")
     keep_per_segment: list[int] = opt([], "units kept per segment (default: in proportion to segment size)")

@@ -8,8 +8,10 @@ shapes match; stems and shape-changing blocks are anchors that stay):
    estimator as in the paper, minibatch unbiased HSIC as a choice).
 2. **Segmentation**: Fisher optimal segmentation (exact DP) of the ordered units. Paper default: the
    1-D sequence of CKA column sums ``v_j = Σ_i CKA_ij`` with within-segment sum of squares as cost;
-   choice: cost ``−mean intra-segment CKA`` on the matrix. k fixed, or the largest k whose loss drop
-   exceeds 5 % (``workbench.prune.choose_num_segments``).
+   choices on the matrix: cost ``−mean intra-segment CKA``, or ``cka_sum_squares``, the within-segment
+   sum of squares of the units' normalised centred Gram matrices, ``Σ_{p,q∈s} (1 − CKA_pq) / |s|``
+   (``workbench.prune.segmentation``). k fixed, or the largest k whose loss drop exceeds 5 %
+   (``workbench.prune.choose_num_segments``).
 3. **Budget**: keep K units in all; segment s of size n_s keeps ``m_s`` units, K split in proportion
    to n_s by largest remainders, at least one per segment while K allows, never more than n_s.
 4. **Importance** (gradient-norm proxy, ``workbench.prune.gradient_norm``): for every candidate subset
@@ -55,10 +57,14 @@ from workbench.prune import (
     residual_units,
     unit_gradient_norms,
 )
-from workbench.prune.segmentation import neg_mean_similarity_costs, sum_squares_costs
+from workbench.prune.segmentation import (
+    SEGMENT_COSTS,
+    neg_mean_similarity_costs,
+    similarity_scatter_costs,
+    sum_squares_costs,
+)
 
 RULES = ("sglp", "last", "random", "weight-norm")
-SEGMENT_COSTS = ("sum_squares", "neg_mean_cka")
 IMPORTANCE = ("subset", "unit")
 DIRECTIONS = ("min", "max")
 BN_MODES = ("eval", "train")
@@ -173,7 +179,8 @@ def segment_units(
         return choose_num_segments(data, cost=cost, threshold=threshold).segmentation.boundaries
     if segments > n:
         raise WorkbenchError(f"segments={segments} exceeds the {n} prunable units; choose at most {n}")
-    costs = sum_squares_costs(data) if cost == "sum_squares" else neg_mean_similarity_costs(data)
+    make = {"sum_squares": sum_squares_costs, "neg_mean_cka": neg_mean_similarity_costs}
+    costs = make.get(cost, similarity_scatter_costs)(data)
     return optimal_segmentations(costs, segments)[segments].boundaries
 
 

@@ -118,6 +118,7 @@ def test_segmentation_from_a_block_cka_matrix():
     np.fill_diagonal(cka, 1.0)
     assert sglp.segment_units(cka, 2, "neg_mean_cka") == [(0, 3), (3, 7)]
     assert sglp.segment_units(cka, 2, "sum_squares") == [(0, 3), (3, 7)]
+    assert sglp.segment_units(cka, 2, "cka_sum_squares") == [(0, 3), (3, 7)]
     auto = sglp.segment_units(cka, 0)
     assert auto[0] == (0, 3) or len(auto) >= 2
     with pytest.raises(WorkbenchError, match="exceeds"):

@@ -14,6 +14,16 @@ Two segment costs (METHODS.md §4):
   (SGLP feeds the column sums of the CKA matrix), ``c(i, j) = sum_{t in [i, j)} (v_t - mean)^2``;
 - ``neg_mean_similarity_costs(sim)`` (choice): ``c(i, j) = -mean_{p, q in [i, j)} S_pq`` over the
   square block of the similarity matrix, diagonal included (a single unit's block is ``S_ii``).
+  The total over segments is a sum of negative means, so it rewards many small segments: for a fixed
+  k the optimum tends to split off single units (CKA_ii = 1) rather than follow the matrix's blocks.
+
+A third cost works on the matrix as a proper within-segment dispersion:
+
+- ``similarity_scatter_costs(sim)`` (``cka_sum_squares``): ``c(i, j) = Σ_{p, q in [i, j)} (1 − S_pq) / (j − i)``.
+  Linear CKA is the cosine between the units' centred Gram matrices, so with u_p the normalised centred
+  Gram matrix of unit p, ``1 − CKA_pq = ‖u_p − u_q‖² / 2`` and ``c(i, j) = Σ_{p in [i, j)} ‖u_p − ū‖²``:
+  the paper's within-segment sum of squares, taken over the units' whole representations instead of
+  a 1-D summary of them (the column sums, which cannot tell two blocks of equal total similarity apart).
 """
 
 from __future__ import annotations
@@ -24,6 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from workbench.errors import WorkbenchError
+
+SEGMENT_COSTS = ("sum_squares", "neg_mean_cka", "cka_sum_squares")
 
 
 @dataclass(frozen=True)
@@ -85,6 +97,21 @@ def neg_mean_similarity_costs(sim: np.ndarray) -> np.ndarray:
     return cost
 
 
+def similarity_scatter_costs(sim: np.ndarray) -> np.ndarray:
+    """Segment-cost matrix ``C[i, j] = Σ_{p, q in [i, j)} (1 − S_pq) / (j − i)`` (module docstring) for i < j."""
+    s = np.asarray(sim, dtype=np.float64)
+    if s.ndim != 2 or s.shape[0] != s.shape[1] or s.shape[0] == 0:
+        raise WorkbenchError(f"segmentation needs a non-empty square similarity matrix, got shape {s.shape}")
+    n = s.shape[0]
+    p = np.zeros((n + 1, n + 1))
+    p[1:, 1:] = (1.0 - s).cumsum(0).cumsum(1)
+    cost = np.full((n + 1, n + 1), np.inf)
+    for i in range(n):
+        j = np.arange(i + 1, n + 1)
+        cost[i, j] = np.maximum((p[j, j] - p[i, j] - p[j, i] + p[i, i]) / (j - i), 0.0)
+    return cost
+
+
 def optimal_segmentations(costs: np.ndarray, max_k: int) -> dict[int, Segmentation]:
     """The exact optimum for every ``k = 1..max_k`` from a segment-cost matrix ``costs[i, j]``.
 
@@ -131,7 +158,9 @@ def _costs_for(data: Sequence[float] | np.ndarray, cost: str) -> np.ndarray:
         return sum_squares_costs(data)
     if cost == "neg_mean_cka":
         return neg_mean_similarity_costs(np.asarray(data))
-    raise WorkbenchError(f"unknown segment cost '{cost}'; valid: neg_mean_cka, sum_squares")
+    if cost == "cka_sum_squares":
+        return similarity_scatter_costs(np.asarray(data))
+    raise WorkbenchError(f"unknown segment cost '{cost}'; valid: {', '.join(SEGMENT_COSTS)}")
 
 
 def fisher_segmentation(values: Sequence[float] | np.ndarray, k: int) -> Segmentation:
@@ -153,8 +182,8 @@ def choose_num_segments(
     """Pick the number of segments as the largest ``k`` whose loss drop exceeds ``threshold``.
 
     ``data`` is the 1-D sequence (``cost="sum_squares"``) or the similarity matrix
-    (``cost="neg_mean_cka"``). With ``C_k`` the optimal total cost for ``k`` segments, ``k = 1..K``
-    (``K = max_k``, default the number of units), the loss drop of step ``k`` is
+    (``cost="neg_mean_cka"`` or ``"cka_sum_squares"``). With ``C_k`` the optimal total cost for ``k``
+    segments, ``k = 1..K`` (``K = max_k``, default the number of units), the loss drop of step ``k`` is
 
         drop_k = (C_{k-1} - C_k) / (C_1 - min_{k'} C_{k'}),     k = 2..K,
 

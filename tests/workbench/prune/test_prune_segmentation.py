@@ -14,6 +14,7 @@ from workbench.prune.segmentation import (
     fisher_segmentation,
     neg_mean_similarity_costs,
     optimal_segmentations,
+    similarity_scatter_costs,
     similarity_segmentation,
     sum_squares_costs,
 )
@@ -120,6 +121,31 @@ def test_choose_num_segments_on_a_matrix_and_max_k():
     choice = choose_num_segments(s, cost="neg_mean_cka", max_k=4)
     assert set(choice.by_k) == {1, 2, 3, 4}
     assert choice.by_k[2].boundaries == [(0, 3), (3, 6)]
+
+
+def test_cka_sum_squares_is_the_sum_of_squares_of_the_normalised_gram_matrices():
+    rng = np.random.default_rng(3)
+    n = 7
+    # units' centred Gram matrices, flattened and normalised: linear CKA is their cosine
+    u = rng.normal(size=(n, 20)) + np.repeat(rng.normal(size=(3, 20)) * 3, [3, 2, 2], axis=0)
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    cka = u @ u.T
+    costs = similarity_scatter_costs(cka)
+    explicit = cost_matrix(n, lambda i, j: float(((u[i:j] - u[i:j].mean(0)) ** 2).sum()))
+    np.testing.assert_allclose(costs[np.triu_indices(n + 1, 1)], explicit[np.triu_indices(n + 1, 1)], atol=1e-12)
+    for k in range(1, n + 1):
+        assert optimal_segmentations(costs, k)[k].cost == pytest.approx(
+            _brute_force(n, k, lambda a, b: costs[a, b]), abs=1e-12
+        )
+    assert choose_num_segments(cka, cost="cka_sum_squares").segmentation.boundaries == [(0, 3), (3, 5), (5, 7)]
+
+
+def test_neg_mean_cka_splits_off_a_single_unit_where_cka_sum_squares_splits_evenly():
+    # similarity decaying smoothly with depth: the even split is the natural pair of segments
+    idx = np.arange(10)
+    s = np.exp(-np.abs(idx[:, None] - idx[None, :]) / 5)
+    assert optimal_segmentations(neg_mean_similarity_costs(s), 2)[2].boundaries == [(0, 1), (1, 10)]
+    assert optimal_segmentations(similarity_scatter_costs(s), 2)[2].boundaries == [(0, 5), (5, 10)]
 
 
 def test_bad_inputs_raise():
