@@ -17,7 +17,7 @@ from workbench.config import resolve_config
 from workbench.errors import WorkbenchError
 from workbench.io import atomic_write_text
 from workbench.report import format_mean_std, mean_std, to_csv, to_markdown
-from workbench.runs import Run, create_run, load_summary
+from workbench.runs import Run, create_run, finished_run, load_summary
 
 ALL_METHODS = ("student", "kd", "hsakd", "mixskd", "mcl", "ctsl-mkt", "ddnn-ekd")
 
@@ -47,14 +47,6 @@ TEACHER_KEYS = (
 )  # fmt: skip
 
 
-def _existing(root: Path, group: str, name: str, seed: int) -> Path | None:
-    for d in sorted((root / group / name).glob("*")) if (root / group / name).is_dir() else []:
-        summary = load_summary(d)
-        if summary is not None and summary.get("seed") == seed:
-            return d
-    return None
-
-
 def _preset_values(preset: str) -> dict[str, Any]:
     import yaml
 
@@ -65,7 +57,7 @@ def _teacher(cfg: Any, protocol: Protocol, seed: int, root: Path) -> Path:
     from workbench.commands.train import TrainCommandConfig
     from workbench.commands.train import run as train_run
 
-    found = _existing(root, "train", "teacher", seed)
+    found = finished_run(root / "train" / "teacher", seed)
     if found is not None:
         return found
     values = _preset_values(protocol.preset)
@@ -92,7 +84,7 @@ def _fmt(v: Any) -> str:
 def _method_run(cfg: Any, protocol: Protocol, method: str, seed: int, teacher: Path | None, root: Path) -> dict:
     from compression.kd_commands import KDConfig, run_kd
 
-    found = _existing(root, "compress", method, seed)
+    found = finished_run(root / "compress" / method, seed)
     if found is not None:
         return load_summary(found) or {}
     overrides = [f"method={method}", f"seed={seed}", f"run_root={root}", f"device={cfg.device}"]

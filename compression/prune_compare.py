@@ -6,7 +6,8 @@
 - ``sglp-cifar10``: the paper protocol (CIFAR-10 resnet56, ~52 % fewer MACs; needs the data and a GPU).
 
 Per seed: the base model (``base_model=RUN_DIR``, or one ``workbench train`` sub-run per seed), then one
-sub-run per method, all in-process under ``<compare run>/runs``. Settings: the protocol's defaults below,
+sub-run per method, all in-process under ``<compare run>/runs``; a resumed compare (``--resume DIR``)
+reuses every finished sub-run whose config and seed match. Settings: the protocol's defaults below,
 then ``overrides``: ``train.KEY=V`` goes to the base training, ``sglp.KEY=V`` / ``prune.KEY=V`` to the
 compression sub-runs, a plain ``KEY=V`` to every sub-run whose config has the key (e.g. ``subset=2000``).
 Output: ``report.md``/``report.csv`` (mean ± std over seeds, seed count), ``accuracy_vs_macs.png``
@@ -81,9 +82,14 @@ def route_overrides(overrides: list[str], schemas: dict[str, type], skip: dict[s
 
 
 def _sub_run(group: str, cfg: Any, name: str, fn, root: Path) -> tuple[dict, Path]:
-    from workbench.runs import create_run
+    """Run one sub-run, or reuse a finished one with the same config and seed (a resumed compare)."""
+    from workbench.runs import create_run, finished_run, load_summary
 
     cfg.run_root = str(root)
+    found = finished_run(root / group / name, cfg.seed, cfg)
+    if found is not None:
+        print(f"reusing {found}")
+        return load_summary(found) or {}, found
     sub = create_run(group, cfg, name)
     try:
         summary = fn(cfg, sub)

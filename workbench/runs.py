@@ -127,6 +127,31 @@ def load_config_dict(run_dir: str | Path) -> dict:
     return data
 
 
+BOOKKEEPING_KEYS = frozenset({"name", "run_root", "device", "progress", "num_workers"})
+
+
+def finished_run(folder: str | Path, seed: int, cfg: Any | None = None) -> Path | None:
+    """A finished run (it has ``summary.json``) of ``seed`` under ``folder``, for a resumed comparison to reuse.
+
+    With ``cfg``, only a run whose saved config equals ``cfg`` up to the bookkeeping keys (name,
+    run_root, device, progress, num_workers) counts, so changed settings are never answered by an old run.
+    """
+    from workbench.config import to_dict
+
+    folder = Path(folder)
+    want = None if cfg is None else {k: v for k, v in to_dict(cfg).items() if k not in BOOKKEEPING_KEYS}
+    for d in sorted(folder.glob("*")) if folder.is_dir() else []:
+        summary = load_summary(d)
+        if summary is None or summary.get("seed") != seed:
+            continue
+        if want is not None:
+            saved = {k: v for k, v in load_config_dict(d).items() if k not in BOOKKEEPING_KEYS}
+            if saved != want:
+                continue
+        return d
+    return None
+
+
 def load_summary(run_dir: str | Path) -> dict | None:
     path = Path(run_dir) / SUMMARY_FILE
     if not path.is_file():

@@ -163,6 +163,30 @@ def test_a_mask_method_can_fine_tune_the_pruned_model_and_one_shot_methods_train
     assert (Path(_run_dir(res.stdout)).parent.parent / "srfp").is_dir()
 
 
+def test_compare_reports_validation_and_a_resumed_compare_reuses_finished_sub_runs(trained):
+    model_dir, root = trained
+    overrides = (
+        "overrides=finetune_epochs=1,subset=300,val_subset=200,probe_samples=64,importance_batches=1,"
+        "importance_batch_size=32,progress=false,batch_size=64"
+    )
+    res = workbench_cli(
+        "compress", "compare", "protocol=sglp-fmnist", f"base_model={model_dir}", "seeds=0", "methods=sglp,random",
+        overrides, f"run_root={root}",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    out = _run_dir(res.stdout)
+    report = (out / "report.md").read_text()
+    assert "val. acc. (%)" in report and "| sglp | 1 |" in report and "| random | 1 |" in report
+    s = _summary(out)
+    assert set(s["table"]) == {"unpruned", "sglp", "random"} and "val_acc" in s["table"]["sglp"]
+    subs = sorted((out / "runs").rglob("summary.json"))
+    res = workbench_cli("compress", "compare", "--resume", str(out))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("reusing") == 2
+    assert sorted((out / "runs").rglob("summary.json")) == subs
+    assert _summary(out)["table"] == s["table"]
+
+
 def test_bad_input_is_refused_in_one_line(trained, tmp_path):
     model_dir, root = trained
     empty = tmp_path / "not_a_run"
