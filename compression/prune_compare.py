@@ -31,7 +31,17 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
         "family": "sglp",
         "methods": SGLP_METHODS,
         "train": ["dataset=fashion-mnist", "model=resnet56", "epochs=10", "lr=0.1", "batch_size=128"],
-        "compress": ["keep_units=0.5", "finetune_epochs=3", "lr=0.01"],
+        # segment cost, per-unit importance and batch-statistics BN chosen on a validation split of the
+        # training data (compression/README-pruning.md); fine-tuning: 3 epochs on 10,000 training images
+        "compress": [
+            "keep_units=0.5",
+            "finetune_epochs=3",
+            "subset=10000",
+            "lr=0.01",
+            "segment_cost=cka_sum_squares",
+            "importance=unit",
+            "importance_bn=train",
+        ],  # fmt: skip
     },
     "prune-fmnist": {
         "family": "prune",
