@@ -60,9 +60,9 @@ class SGLPConfig(TrainerConfig, SourceConfig, CommonConfig):
         ("min", "max"),
     )
     importance_bn: str = opt(
-        "eval",
-        "BatchNorm statistics of the gradient-norm proxy: the unpruned net's running ones (eval), or the "
-        "candidate's own batch statistics (train)",
+        "train",
+        "BatchNorm statistics of the gradient-norm proxy: the candidate's own batch statistics (train), or the "
+        "unpruned net's running ones (eval)",
         ("eval", "train"),
     )
     importance_batches: int = opt(2, "training batches B of the gradient-norm proxy")

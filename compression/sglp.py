@@ -216,7 +216,7 @@ class SubsetScorer:
         batches: list[tuple[torch.Tensor, torch.Tensor]],
         device: torch.device,
         direction: str = "min",
-        bn: str = "eval",
+        bn: str = "train",
     ) -> None:
         if direction not in DIRECTIONS:
             raise WorkbenchError(f"unknown importance direction '{direction}'; valid: {', '.join(DIRECTIONS)}")
@@ -355,7 +355,7 @@ def sglp_selection(
     cap: int = 64,
     keep_per_segment: Sequence[int] = (),
     scorer: SubsetScorer | None = None,
-    bn: str = "eval",
+    bn: str = "train",
 ) -> Selection:
     """Steps 3–4: units kept per segment by the gradient-norm proxy (``bn``: see ``SubsetScorer``)."""
     units, bounds = analysis.units, analysis.segments

@@ -171,7 +171,7 @@ def test_compare_reports_validation_and_a_resumed_compare_reuses_finished_sub_ru
     )
     res = workbench_cli(
         "compress", "compare", "protocol=sglp-fmnist", f"base_model={model_dir}", "seeds=0", "methods=sglp,random",
-        overrides, f"run_root={root}",
+        overrides, f"run_root={root.parent / 'compare'}",
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     out = _run_dir(res.stdout)

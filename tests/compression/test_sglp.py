@@ -85,11 +85,13 @@ def test_subset_scorer_matches_a_copy_with_the_units_removed(net):
 
     g = torch.Generator().manual_seed(1)
     batches = [(torch.randn(8, *SHAPE, generator=g), torch.randint(0, 10, (8,), generator=g)) for _ in range(2)]
-    scorer = sglp.SubsetScorer(net, batches, torch.device("cpu"), direction="max")
+    scorer = sglp.SubsetScorer(net, batches, torch.device("cpu"), direction="max", bn="eval")
     value = scorer(["layer1.2", "layer2.1"])
     reference = gradient_norm(sglp.pruned_copy(net, ["layer1.2", "layer2.1"], SHAPE), batches, "cpu", 2)
     assert value == pytest.approx(reference, rel=1e-6)
-    assert sglp.SubsetScorer(net, batches, torch.device("cpu"))(["layer1.2", "layer2.1"]) == pytest.approx(-value)
+    assert sglp.SubsetScorer(net, batches, torch.device("cpu"), bn="eval")(["layer1.2", "layer2.1"]) == pytest.approx(
+        -value
+    )
     # the model is restored after scoring
     assert not isinstance(net.layer1[2], torch.nn.Identity)
 
@@ -104,7 +106,8 @@ def test_subset_scorer_with_batch_statistics_leaves_the_running_statistics_alone
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
     reference = gradient_norm(sglp.pruned_copy(net, ["layer1.1"], SHAPE), batches, "cpu", 1, train_mode=True)
     assert value == pytest.approx(reference, rel=1e-6)
-    assert value != pytest.approx(sglp.SubsetScorer(net, batches, torch.device("cpu"), direction="max")(["layer1.1"]))
+    eval_value = sglp.SubsetScorer(net, batches, torch.device("cpu"), direction="max", bn="eval")(["layer1.1"])
+    assert value != pytest.approx(eval_value)
     assert not net.training
     with pytest.raises(WorkbenchError, match="BatchNorm mode"):
         sglp.SubsetScorer(net, batches, torch.device("cpu"), bn="frozen")
