@@ -80,35 +80,41 @@ def sum_squares_costs(values: Sequence[float] | np.ndarray) -> np.ndarray:
     return cost
 
 
-def neg_mean_similarity_costs(sim: np.ndarray) -> np.ndarray:
-    """Segment-cost matrix ``C[i, j] = -mean(S[i:j, i:j])`` for a square similarity matrix (i < j)."""
+def _square_matrix(sim: np.ndarray) -> np.ndarray:
     s = np.asarray(sim, dtype=np.float64)
     if s.ndim != 2 or s.shape[0] != s.shape[1] or s.shape[0] == 0:
         raise WorkbenchError(f"segmentation needs a non-empty square similarity matrix, got shape {s.shape}")
-    n = s.shape[0]
-    # 2-D prefix sums: P[a, b] = sum of s[:a, :b].
+    return s
+
+
+def _block_sums(m: np.ndarray) -> np.ndarray:
+    """``B[i, j] = Σ m[i:j, i:j]`` for i < j (``inf`` elsewhere), from 2-D prefix sums in O(n²)."""
+    n = m.shape[0]
     p = np.zeros((n + 1, n + 1))
-    p[1:, 1:] = s.cumsum(0).cumsum(1)
-    cost = np.full((n + 1, n + 1), np.inf)
-    for i in range(n):
-        j = np.arange(i + 1, n + 1)
-        block = p[j, j] - p[i, j] - p[j, i] + p[i, i]
-        cost[i, j] = -block / (j - i) ** 2
+    p[1:, 1:] = m.cumsum(0).cumsum(1)  # p[a, b] = sum of m[:a, :b]
+    i, j = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
+    block = p[j, j] - p[i, j] - p[j, i] + p[i, i]
+    block[j <= i] = np.inf
+    return block
+
+
+def neg_mean_similarity_costs(sim: np.ndarray) -> np.ndarray:
+    """Segment-cost matrix ``C[i, j] = -mean(S[i:j, i:j])`` for a square similarity matrix (i < j)."""
+    s = _square_matrix(sim)
+    n = s.shape[0]
+    i, j = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
+    cost = -_block_sums(s) / np.maximum(j - i, 1) ** 2
+    cost[j <= i] = np.inf
     return cost
 
 
 def similarity_scatter_costs(sim: np.ndarray) -> np.ndarray:
     """Segment-cost matrix ``C[i, j] = Σ_{p, q in [i, j)} (1 − S_pq) / (j − i)`` (module docstring) for i < j."""
-    s = np.asarray(sim, dtype=np.float64)
-    if s.ndim != 2 or s.shape[0] != s.shape[1] or s.shape[0] == 0:
-        raise WorkbenchError(f"segmentation needs a non-empty square similarity matrix, got shape {s.shape}")
+    s = _square_matrix(sim)
     n = s.shape[0]
-    p = np.zeros((n + 1, n + 1))
-    p[1:, 1:] = (1.0 - s).cumsum(0).cumsum(1)
-    cost = np.full((n + 1, n + 1), np.inf)
-    for i in range(n):
-        j = np.arange(i + 1, n + 1)
-        cost[i, j] = np.maximum((p[j, j] - p[i, j] - p[j, i] + p[i, i]) / (j - i), 0.0)
+    i, j = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
+    cost = np.maximum(_block_sums(1.0 - s) / np.maximum(j - i, 1), 0.0)
+    cost[j <= i] = np.inf
     return cost
 
 
