@@ -87,35 +87,25 @@ def _square_matrix(sim: np.ndarray) -> np.ndarray:
     return s
 
 
-def _block_sums(m: np.ndarray) -> np.ndarray:
-    """``B[i, j] = Σ m[i:j, i:j]`` for i < j (``inf`` elsewhere), from 2-D prefix sums in O(n²)."""
+def _block_means(m: np.ndarray, power: int) -> np.ndarray:
+    """``B[i, j] = Σ m[i:j, i:j] / (j − i)^power`` for i < j (``inf`` elsewhere), from 2-D prefix sums."""
     n = m.shape[0]
     p = np.zeros((n + 1, n + 1))
     p[1:, 1:] = m.cumsum(0).cumsum(1)  # p[a, b] = sum of m[:a, :b]
     i, j = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
-    block = p[j, j] - p[i, j] - p[j, i] + p[i, i]
+    block = (p[j, j] - p[i, j] - p[j, i] + p[i, i]) / np.maximum(j - i, 1) ** power
     block[j <= i] = np.inf
     return block
 
 
 def neg_mean_similarity_costs(sim: np.ndarray) -> np.ndarray:
     """Segment-cost matrix ``C[i, j] = -mean(S[i:j, i:j])`` for a square similarity matrix (i < j)."""
-    s = _square_matrix(sim)
-    n = s.shape[0]
-    i, j = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
-    cost = -_block_sums(s) / np.maximum(j - i, 1) ** 2
-    cost[j <= i] = np.inf
-    return cost
+    return _block_means(-_square_matrix(sim), power=2)
 
 
 def similarity_scatter_costs(sim: np.ndarray) -> np.ndarray:
     """Segment-cost matrix ``C[i, j] = Σ_{p, q in [i, j)} (1 − S_pq) / (j − i)`` (module docstring) for i < j."""
-    s = _square_matrix(sim)
-    n = s.shape[0]
-    i, j = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
-    cost = np.maximum(_block_sums(1.0 - s) / np.maximum(j - i, 1), 0.0)
-    cost[j <= i] = np.inf
-    return cost
+    return np.maximum(_block_means(1.0 - _square_matrix(sim), power=1), 0.0)
 
 
 def optimal_segmentations(costs: np.ndarray, max_k: int) -> dict[int, Segmentation]:
