@@ -13,6 +13,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from compression import PRESETS_DIR
 from workbench.config import resolve_config
 from workbench.errors import WorkbenchError
 from workbench.io import atomic_write_text
@@ -39,7 +40,6 @@ PROTOCOLS: dict[str, Protocol] = {
     "cifar100-kd": Protocol("kd-cifar100-resnet8x4", ("model=resnet32x4",)),
 }
 
-PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 TEACHER_KEYS = (
     "dataset", "data_root", "download", "subset", "test_subset", "augment", "epochs", "batch_size", "optimizer",
     "lr", "momentum", "nesterov", "weight_decay", "schedule", "milestones", "step_size", "gamma", "warmup_epochs",

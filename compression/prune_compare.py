@@ -7,9 +7,11 @@
 
 Per seed: the base model (``base_model=RUN_DIR``, or one ``workbench train`` sub-run per seed), then one
 sub-run per method, all in-process under ``<compare run>/runs``; a resumed compare (``--resume DIR``)
-reuses every finished sub-run whose config and seed match. Settings: the protocol's defaults below,
-then ``overrides``: ``train.KEY=V`` goes to the base training, ``sglp.KEY=V`` / ``prune.KEY=V`` to the
-compression sub-runs, a plain ``KEY=V`` to every sub-run whose config has the key (e.g. ``subset=2000``).
+reuses every finished sub-run whose config and seed match. Settings: the base training takes the
+protocol's ``train`` list, the compression sub-runs its preset (``compression/presets/<preset>.yaml``,
+the file ``--preset`` reads), then ``overrides``: ``train.KEY=V`` goes to the base training,
+``sglp.KEY=V`` / ``prune.KEY=V`` to the compression sub-runs, a plain ``KEY=V`` to every sub-run whose
+config has the key (e.g. ``subset=2000``).
 Output: ``report.md``/``report.csv`` (mean ± std over seeds, seed count), ``accuracy_vs_macs.png``
 and ``summary.json`` with the protocol's goal checks.
 """
@@ -20,6 +22,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from compression import PRESETS_DIR
 from workbench.errors import WorkbenchError
 from workbench.runs import Run
 
@@ -31,23 +34,13 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
         "family": "sglp",
         "methods": SGLP_METHODS,
         "train": ["dataset=fashion-mnist", "model=resnet56", "epochs=10", "lr=0.1", "batch_size=128"],
-        # segment cost, per-unit importance and batch-statistics BN chosen on a validation split of the
-        # training data (compression/README-pruning.md); fine-tuning: 3 epochs on 10,000 training images
-        "compress": [
-            "keep_units=0.5",
-            "finetune_epochs=3",
-            "subset=10000",
-            "lr=0.01",
-            "segment_cost=cka_sum_squares",
-            "importance=unit",
-            "importance_bn=train",
-        ],  # fmt: skip
+        "preset": "sglp-fmnist",
     },
     "prune-fmnist": {
         "family": "prune",
         "methods": FILTER_METHODS,
         "train": ["dataset=fashion-mnist", "model=resnet56", "epochs=10", "lr=0.1", "batch_size=128"],
-        "compress": ["target_macs=0.5", "epochs=2", "finetune_epochs=1", "lr=0.01"],
+        "preset": "prune-fmnist",
     },
     "sglp-cifar10": {
         "family": "sglp",
@@ -62,7 +55,7 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
             "milestones=[100,150]",
             "weight_decay=1e-4",
         ],  # fmt: skip
-        "compress": ["target_macs=0.48", "finetune_epochs=100", "lr=0.01", "schedule=cosine", "weight_decay=1e-4"],
+        "preset": "sglp-cifar10",
     },
 }
 
@@ -139,8 +132,8 @@ def run_compare(cfg, run: Run) -> dict:
             _, base_dir = _sub_run("train", tcfg, f"base_{tcfg.model}", run_train, root)
         for method in methods:
             key = "baseline" if family == "sglp" else "method"
-            args = proto["compress"] + routed[family] + common + [f"model={base_dir}", f"{key}={method}"]
-            ccfg = resolve_config(schema, args)
+            args = routed[family] + common + [f"model={base_dir}", f"{key}={method}"]
+            ccfg = resolve_config(schema, args, preset=proto["preset"], presets_dir=PRESETS_DIR)
             print(f"[seed {seed}] {family} {method}")
             summary, _ = _sub_run("compress", ccfg, f"{family}_{method}", fn, root)
             rows[method].append(summary)
