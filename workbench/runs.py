@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from workbench import distributed
-from workbench.config import to_yaml
+from workbench.config import to_dict, to_yaml
 from workbench.errors import WorkbenchError
 from workbench.io import atomic_write_json, atomic_write_text
 from workbench.tracking import RunLogger
@@ -136,8 +136,6 @@ def finished_run(folder: str | Path, seed: int, cfg: Any | None = None) -> Path 
     With ``cfg``, only a run whose saved config equals ``cfg`` up to the bookkeeping keys (name,
     run_root, device, progress, num_workers) counts, so changed settings are never answered by an old run.
     """
-    from workbench.config import to_dict
-
     folder = Path(folder)
     want = None if cfg is None else {k: v for k, v in to_dict(cfg).items() if k not in BOOKKEEPING_KEYS}
     for d in sorted(folder.glob("*")) if folder.is_dir() else []:
