@@ -34,8 +34,9 @@ from torch import nn
 
 from continual.models import ETagNet, FeatureCVAE
 from continual.plugins import mask_unseen
-from continual.template import WorkbenchTemplate, frozen_copy
+from continual.template import WorkbenchTemplate
 from workbench.distill import embedding_distance, joint_kd_loss, joint_labels, rotate_batch, unrotated
+from workbench.models import frozen_copy
 
 
 def cvae_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

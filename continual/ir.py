@@ -23,9 +23,10 @@ from torch import nn
 
 from continual.models import IRNet
 from continual.plugins import UNSEEN
-from continual.template import WorkbenchTemplate, frozen_copy
+from continual.template import WorkbenchTemplate
 from workbench.distill import embedding_distance, joint_labels, rotate_batch
 from workbench.distill.rotation import NUM_ROTATIONS
+from workbench.models import frozen_copy
 
 
 def class_prototypes(feats: torch.Tensor, labels: torch.Tensor, classes: list[int]) -> torch.Tensor:

@@ -9,7 +9,6 @@ per-task checkpoint.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -20,14 +19,6 @@ from torch import nn
 from continual.plugins import classes_before, set_bn_eval
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
-
-
-def frozen_copy(model: nn.Module) -> nn.Module:
-    """A deep copy in eval mode with ``requires_grad`` off (the "old model" of distillation terms)."""
-    old = copy.deepcopy(model).eval()
-    for p in old.parameters():
-        p.requires_grad_(False)
-    return old
 
 
 class WorkbenchTemplate(SupervisedTemplate):

@@ -7,8 +7,8 @@
 - ``ctsl_mkt``: collaborative teacher-student learning via multiple knowledge transfer (arXiv 2101.08471).
 - ``ddnn_ekd``: depth-level dynamic network with embedded KD (arXiv 2103.00793).
 
-Shared pieces: ``teacher`` (loading a ``workbench train`` run), ``branches`` (auxiliary classifiers after
-each stage), ``cohort`` (several networks trained as one module).
+Shared pieces: ``teacher`` (loading a ``workbench train`` run), ``cohort`` (several networks trained as one
+module); the auxiliary classifiers after each stage are the core's ``workbench.models.AuxiliaryBranches``.
 """
 
 METHODS = ("student", "kd", "hsakd", "mixskd", "mcl", "ctsl-mkt", "ddnn-ekd")

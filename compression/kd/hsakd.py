@@ -24,13 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from compression.kd.branches import AuxiliaryBranches
 from compression.kd.kd import FrozenTeacherObjective
 from compression.kd.teacher import MODEL_FILE, freeze
 from workbench.checkpoint import load_checkpoint, save_checkpoint
 from workbench.distill import joint_kd_loss, joint_labels, kd_loss, rotate_batch, unrotated
 from workbench.errors import WorkbenchError
-from workbench.models import FeatureHooks
+from workbench.models import AuxiliaryBranches, FeatureHooks
 from workbench.trainer import Objective, ObjectiveOutput, Trainer, TrainerConfig
 
 NUM_ROTATIONS = 4

@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compression.kd.branches import AuxiliaryBranches
 from workbench.distill import (
     interpolate,
     kd_loss,
@@ -32,7 +31,7 @@ from workbench.distill import (
     sample_lambda,
 )
 from workbench.errors import WorkbenchError
-from workbench.models import FeatureHooks
+from workbench.models import AuxiliaryBranches, FeatureHooks
 from workbench.trainer import Objective, ObjectiveOutput
 
 

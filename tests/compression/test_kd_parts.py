@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from compression.kd.branches import AuxiliaryBranches
 from compression.kd.cohort import Cohort
 from compression.kd.ctsl_mkt import CTSLObjective
 from compression.kd.ddnn_ekd import DDNNObjective, make_depth_selectable, set_depth, stage_lengths, used_params
@@ -18,7 +17,7 @@ from compression.kd.kd import KDObjective
 from compression.kd.mcl import MCLObjective
 from workbench.errors import WorkbenchError
 from workbench.flops import count_macs
-from workbench.models import build_model
+from workbench.models import AuxiliaryBranches, build_model
 from workbench.trainer import TrainerConfig
 
 

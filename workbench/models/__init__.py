@@ -19,7 +19,16 @@ from typing import Any
 from torch import nn
 
 from workbench.errors import WorkbenchError, unknown
-from workbench.models.features import FeatureHooks, FeatureModel, features, frozen_bn_stats, get_module, recalibrated_bn
+from workbench.models.branches import AuxiliaryBranches, Branch
+from workbench.models.features import (
+    FeatureHooks,
+    FeatureModel,
+    features,
+    frozen_bn_stats,
+    frozen_copy,
+    get_module,
+    recalibrated_bn,
+)
 from workbench.models.resnet18 import resnet18
 from workbench.models.resnet_cifar import (
     resnet8x4,
@@ -80,11 +89,14 @@ def build_model(name: str, num_classes: int, in_channels: int = 3, **kwargs: Any
 
 __all__ = [
     "MODELS",
+    "AuxiliaryBranches",
+    "Branch",
     "FeatureHooks",
     "FeatureModel",
     "build_model",
     "features",
     "frozen_bn_stats",
+    "frozen_copy",
     "get_module",
     "model_options",
     "recalibrated_bn",

@@ -186,3 +186,13 @@ def features(model: nn.Module, x: torch.Tensor, paths: Iterable[str]) -> dict[st
     with FeatureHooks(model, paths) as feats:
         model(x)
         return dict(feats)
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A deep copy in eval mode with ``requires_grad`` off: the frozen teacher / "old model" of a distillation term."""
+    import copy
+
+    old = copy.deepcopy(model).eval()
+    for p in old.parameters():
+        p.requires_grad_(False)
+    return old

@@ -3,8 +3,9 @@
 Branch ``k`` (after stage ``k`` of ``K``) is a freshly initialised copy of the later stages ``k+1..K``
 followed by global average pooling and a linear layer, so every branch sees a path of the same depth
 and resolution schedule as the backbone (HSAKD's design); the branch after the last stage is pooling +
-linear only. The branches only read the backbone's stage outputs (taken with forward hooks), so the
-backbone's own forward is unchanged.
+linear only. ``reinit=False`` keeps the copied stages' current weights instead (eTag's branches,
+arXiv 2304.10103, are built from the freshly initialised backbone itself). The branches only read the
+backbone's stage outputs (taken with forward hooks), so the backbone's own forward is unchanged.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from workbench.models import get_module
+from workbench.models.features import get_module
 
 
 def _reset(module: nn.Module) -> None:
@@ -49,9 +50,12 @@ class AuxiliaryBranches(nn.Module):
         model: a zoo model (``stage_names``, ``feature_dim``); it is copied from, not modified.
         out_classes: outputs of every branch (``4·C`` for HSAKD's joint labels, ``C`` for MixSKD).
         stages: indices into ``model.stage_names`` (default: every stage).
+        reinit: re-initialise the copied stages (HSAKD, MixSKD) or keep their weights (eTag).
     """
 
-    def __init__(self, model: nn.Module, out_classes: int, stages: Sequence[int] | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, out_classes: int, stages: Sequence[int] | None = None, reinit: bool = True
+    ) -> None:
         super().__init__()
         names = tuple(model.stage_names)
         self.stage_indices = tuple(range(len(names)) if stages is None else stages)
@@ -61,7 +65,8 @@ class AuxiliaryBranches(nn.Module):
         for i in self.stage_indices:
             later = [copy.deepcopy(get_module(model, n)) for n in names[i + 1 :]]
             body = nn.Sequential(*later)
-            _reset(body)
+            if reinit:
+                _reset(body)
             branches.append(Branch(body, width, out_classes))
         self.branches = nn.ModuleList(branches)
 
