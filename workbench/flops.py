@@ -25,23 +25,42 @@ def _probe_tensor(model: nn.Module, input_shape: tuple[int, ...]) -> torch.Tenso
     return torch.zeros((1, *input_shape), device=device, dtype=dtype)
 
 
+def _counted_forward(model: nn.Module, input_shape: tuple[int, ...]) -> FlopCounterMode:
+    """One forward of zeros in eval mode, without gradients, under a FlopCounterMode (modes restored after)."""
+    x = _probe_tensor(model, tuple(input_shape))
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    try:
+        with torch.no_grad(), counter:
+            model(x)
+    finally:
+        for m, training in modes:
+            m.training = training
+    return counter
+
+
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Multiply-accumulates of one forward pass on ONE sample of shape ``input_shape`` (e.g. (C, H, W)).
 
     The model runs once on zeros, on its own device and dtype, in eval mode and without
     gradients; every module's train/eval flag is restored afterwards.
     """
-    x = _probe_tensor(model, tuple(input_shape))
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        counter = FlopCounterMode(display=False)
-        with torch.no_grad(), counter:
-            model(x)
-    finally:
-        for m, training in modes:
-            m.training = training
-    return counter.get_total_flops() // 2
+    return _counted_forward(model, input_shape).get_total_flops() // 2
+
+
+def module_macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, float]:
+    """MACs of one sample inside every submodule, by module path (``"layer1.0"``), from one counted forward.
+
+    Same convention as :func:`count_macs`; a module's count includes its children's. DDP and
+    ``torch.compile`` wrappers are looked through, so the paths are those of the bare model.
+    """
+    from workbench.models.features import unwrap
+
+    root = unwrap(model)
+    counts = _counted_forward(root, tuple(input_shape)).get_flop_counts()
+    prefix = type(root).__name__ + "."
+    return {name[len(prefix) :]: sum(ops.values()) / 2 for name, ops in counts.items() if name.startswith(prefix)}
 
 
 def count_params(model: nn.Module) -> int:

@@ -7,21 +7,10 @@ import time
 
 from workbench.checkpoint import save_model
 from workbench.config import CommonConfig, opt
+from workbench.data.config import DataConfig, load_splits
 from workbench.device import choose_device
 from workbench.runs import Run
 from workbench.trainer import Trainer, TrainerConfig
-
-
-@dataclasses.dataclass
-class DataConfig:
-    """Dataset keys shared by the supervised commands."""
-
-    dataset: str = opt("fashion-mnist", "dataset name (workbench data list)")
-    data_root: str | None = opt(None, "dataset folder (default $WORKBENCH_DATA, then ~/.cache/workbench)")
-    download: bool = opt(False, "let torchvision download a missing dataset")
-    subset: int | None = opt(None, "train on a fixed, class-stratified subset of N images")
-    test_subset: int | None = opt(None, "evaluate on a fixed, class-stratified subset of N test images")
-    augment: bool = opt(True, "standard train-time augmentation of the dataset")
 
 
 @dataclasses.dataclass
@@ -40,16 +29,6 @@ class TrainCommandConfig(TrainerConfig, DataConfig, CommonConfig):
         if self.model not in MODELS:
             raise unknown("model", self.model, MODELS)
         self.validate_trainer()
-
-
-def load_splits(cfg: DataConfig, seed: int):
-    """Train and test datasets of ``cfg`` (errors name the ways to provide missing data)."""
-    from workbench.data import get_dataset
-
-    kw = dict(data_root=cfg.data_root, download=cfg.download, seed=seed)
-    train = get_dataset(cfg.dataset, "train", augment=cfg.augment, subset=cfg.subset, **kw)
-    test = get_dataset(cfg.dataset, "test", augment=False, subset=cfg.test_subset, **kw)
-    return train, test
 
 
 def model_spec(cfg: TrainCommandConfig, info) -> dict:

@@ -5,6 +5,7 @@
 >>> train = get_dataset("digits", "train", subset=100)
 """
 
+from workbench.data.config import DataConfig, load_splits
 from workbench.data.registry import (
     DATASETS,
     SPLITS,
@@ -22,6 +23,7 @@ from workbench.data.tensor_dataset import TensorImageDataset
 
 __all__ = [
     "DATASETS",
+    "DataConfig",
     "ENV_VAR",
     "SPLITS",
     "DatasetInfo",
@@ -31,6 +33,7 @@ __all__ = [
     "get_dataset",
     "holdout_indices",
     "is_available",
+    "load_splits",
     "prepare",
     "resolve_data_root",
     "stratified_indices",
