@@ -515,3 +515,11 @@ class _null:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+def trainer_config(cfg: TrainerConfig, **changes: Any) -> TrainerConfig:
+    """A plain ``TrainerConfig`` holding the loop keys of ``cfg`` (any command config that inherits it), with
+    ``changes`` applied, e.g. ``trainer_config(cfg, epochs=cfg.finetune_epochs)`` for a second training phase."""
+    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(TrainerConfig)}
+    values.update(changes)
+    return TrainerConfig(**values)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 from workbench.config import CommonConfig, opt
 from workbench.device import PRECISIONS
@@ -23,18 +22,11 @@ class EvalConfig(CommonConfig):
             raise WorkbenchError("missing 'model': pass model=RUN_DIR (a run directory holding checkpoints/model.pt)")
 
 
-def model_file(path: str | Path) -> Path:
-    path = Path(path)
-    candidate = path / "checkpoints" / "model.pt" if path.is_dir() else path
-    if not candidate.is_file():
-        raise WorkbenchError(f"no saved model at {candidate}; pass a finished run directory or a model.pt file")
-    return candidate
-
-
 def run(cfg: EvalConfig, run: None) -> dict:
     from workbench.checkpoint import load_model
     from workbench.data import get_dataset
     from workbench.device import choose_device
+    from workbench.trained import model_file
     from workbench.trainer import evaluate_classifier
 
     device = choose_device(cfg.device)
