@@ -22,7 +22,7 @@ class CompareConfig(CommonConfig):
 
 def run(cfg: CompareConfig, run: Run) -> dict:
     if cfg.protocol in PRUNE_PROTOCOLS:
-        from compression.prune_compare import run_compare
+        from compression.pruning.compare import run_compare
     else:
-        from compression.kd_compare import run_compare
+        from compression.kd.compare import run_compare
     return run_compare(cfg, run)

@@ -7,10 +7,15 @@
 - ``ctsl_mkt``: collaborative teacher-student learning via multiple knowledge transfer (arXiv 2101.08471).
 - ``ddnn_ekd``: depth-level dynamic network with embedded KD (arXiv 2103.00793).
 
+Each method module registers its :class:`~compression.kd.registry.KDMethod` in ``KD_METHODS``
+(``registry``): its config section and defaults, whether it needs a teacher or trains a cohort, how it is
+built and reported. ``config`` holds the command's keys (one section per registered method), ``run`` the
+command's prepare → method → report body, ``compare`` the benchmark protocols.
+
 Shared pieces: ``teacher`` (loading a ``workbench train`` run), ``cohort`` (several networks trained as one
 module); the auxiliary classifiers after each stage are the core's ``workbench.models.AuxiliaryBranches``.
 """
 
-METHODS = ("student", "kd", "hsakd", "mixskd", "mcl", "ctsl-mkt", "ddnn-ekd")
-TEACHER_METHODS = ("kd", "hsakd")
-COHORT_METHODS = ("mcl", "ctsl-mkt")
+from compression.kd.registry import KD_METHODS
+
+__all__ = ["KD_METHODS"]

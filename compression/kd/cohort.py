@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from compression.kd.registry import Built, KDContext, KDMethod
 from workbench.callbacks import Callback
 from workbench.checkpoint import unwrap_model
 from workbench.errors import WorkbenchError
@@ -72,3 +73,29 @@ class MemberAccuracy(Callback):
             cohort, trainer.eval_data, trainer.device, trainer.cfg.eval_batch_size, trainer.cfg.precision
         )
         trainer.log({f"test/acc_member{i}": a for i, a in enumerate(accs)})
+
+
+class CohortMethod(KDMethod):
+    """A KD method training a cohort: every member's accuracy reported (the student accuracy is their mean),
+    every member saved as ``member{i}.pt``."""
+
+    cohort = True
+
+    def report(self, ctx: KDContext, built: Built, trainer: Any, logs: dict[str, float]) -> dict[str, Any]:
+        from workbench.flops import model_cost
+
+        cfg = ctx.cfg
+        with torch.no_grad():
+            accs = member_accuracies(built.model, ctx.test, trainer.device, cfg.eval_batch_size, cfg.precision)
+        cost = model_cost(built.model.members[0], ctx.input_shape)
+        return {
+            "member_acc": accs,
+            "student_acc": sum(accs) / len(accs),
+            "best_member_acc": max(accs),
+            "ensemble_acc": logs.get("test/acc"),
+            "macs": cost["macs"],
+            "params": cost["params"],
+        }
+
+    def files(self, built: Built) -> dict[str, nn.Module]:
+        return {f"member{i}.pt": m for i, m in enumerate(built.model.members)}

@@ -17,18 +17,32 @@ and angle structure over the batch. The mutual term is deep mutual learning (``d
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compression.kd.cohort import Cohort
+from compression.kd.cohort import Cohort, CohortMethod, MemberAccuracy
+from compression.kd.registry import KD_METHODS, Built, KDContext, new_cohort
 from workbench.checkpoint import unwrap_model
+from workbench.config import opt
 from workbench.distill import dml_loss, kd_loss, rkd_angle_loss, rkd_distance_loss
 from workbench.errors import WorkbenchError
-from workbench.models import FeatureHooks
+from workbench.models import FeatureHooks, frozen_copy
 from workbench.trainer import Objective, ObjectiveOutput
+
+
+@dataclasses.dataclass
+class CTSLWeights:
+    """CTSL-MKT (arXiv 2101.08471)."""
+
+    T: float = opt(3.0, "temperature of self- and mutual distillation")
+    self_distill: float = opt(1.0, "weight of KL from the student's own moving average")
+    relation: float = opt(1.0, "weight of the instance-relation (RKD distance + angle) loss to peers")
+    angle: float = opt(2.0, "weight of the angle part inside the relation loss")
+    mutual: float = opt(1.0, "weight of the mutual KL to peers")
+    ema: float = opt(0.999, "decay of the moving average that gives the self-distillation targets")
 
 
 class CTSLObjective(Objective):
@@ -40,20 +54,19 @@ class CTSLObjective(Objective):
     def __init__(
         self,
         cohort: Cohort,
-        T: float = 3.0,
-        self_distill: float = 1.0,
-        relation: float = 1.0,
-        angle: float = 2.0,
-        mutual: float = 1.0,
-        ema: float = 0.999,
+        T: float = CTSLWeights.T,
+        self_distill: float = CTSLWeights.self_distill,
+        relation: float = CTSLWeights.relation,
+        angle: float = CTSLWeights.angle,
+        mutual: float = CTSLWeights.mutual,
+        ema: float = CTSLWeights.ema,
     ) -> None:
         super().__init__()
         cohort.require_members("ctsl-mkt")
         if not 0.0 <= ema < 1.0:
             raise WorkbenchError(f"ctsl-mkt.ema must be in [0, 1), got {ema}")
-        self.averages = nn.ModuleList(copy.deepcopy(m) for m in cohort.members)
-        for p in self.averages.parameters():
-            p.requires_grad_(False)
+        # frozen copies that keep each member's train/eval flag until ``train()``/``eval()`` sets theirs
+        self.averages = nn.ModuleList(frozen_copy(m).train(m.training) for m in cohort.members)
         self.paths = cohort.member_paths(cohort.members[0].feature_path)
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
         self.T, self.decay = T, ema
@@ -100,3 +113,18 @@ class CTSLObjective(Objective):
         loss = ce + sum(self.w[k] * v for k, v in parts.items())
         terms = {"ce": ce.detach(), **{k: v.detach() for k, v in parts.items()}}
         return ObjectiveOutput(loss, logits.mean(0), terms)
+
+
+class CTSLMKT(CohortMethod):
+    """CTSL-MKT: a cohort with self-distillation, instance relations and mutual distillation."""
+
+    section = "ctsl"
+    weights = CTSLWeights
+
+    def build(self, ctx: KDContext) -> Built:
+        model, w = new_cohort(ctx), ctx.weights
+        objective = CTSLObjective(model, w.T, w.self_distill, w.relation, w.angle, w.mutual, w.ema)
+        return Built(model, objective, [MemberAccuracy()])
+
+
+KD_METHODS.register("ctsl-mkt", CTSLMKT())

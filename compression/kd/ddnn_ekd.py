@@ -23,6 +23,7 @@ re-estimated on a few training batches (``recalibrated_bn``; ``ddnn.calib_batche
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,13 +32,29 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from compression.kd.registry import KD_METHODS, Built, KDContext, KDMethod, new_student
 from workbench.callbacks import Callback
 from workbench.checkpoint import unwrap_model
+from workbench.config import opt
 from workbench.distill import attention_transfer_loss, kd_loss
 from workbench.errors import WorkbenchError
 from workbench.flops import model_cost
 from workbench.models import FeatureHooks, frozen_bn_stats, get_module, recalibrated_bn
 from workbench.trainer import Objective, ObjectiveOutput, evaluate_classifier
+
+
+@dataclasses.dataclass
+class DDNNWeights:
+    """DDNN with embedded KD (arXiv 2103.00793)."""
+
+    depths: list[int] = opt([1, 2], "blocks per stage of the sub-networks (the full network is always trained)")
+    T: float = opt(4.0, "temperature of KL(p_full ‖ p_sub)")
+    kl: float = opt(1.0, "weight of T²·KL(p_full ‖ p_sub)")
+    at: float = opt(10.0, "weight of the attention-map loss (element mean; 1000, the AT code's, diverged on digits)")
+    sub_bn_stats: bool = opt(
+        False, "let sub-network forwards update the shared BatchNorm running statistics (off: the full net's only)"
+    )
+    calib_batches: int = opt(20, "training batches that re-estimate BN statistics before a sub-network is evaluated")
 
 
 class TruncatedStage(nn.Sequential):
@@ -110,10 +127,10 @@ class DDNNObjective(Objective):
         self,
         model: nn.Module,
         depths: Sequence[int],
-        T: float = 4.0,
-        kl: float = 1.0,
-        at: float = 10.0,
-        sub_bn_stats: bool = False,
+        T: float = DDNNWeights.T,
+        kl: float = DDNNWeights.kl,
+        at: float = DDNNWeights.at,
+        sub_bn_stats: bool = DDNNWeights.sub_bn_stats,
     ):
         super().__init__()
         self.depths = check_depths(model, depths)
@@ -241,3 +258,42 @@ class DepthAccuracy(Callback):
             for k in self.depths
         }
         trainer.log(values)
+
+
+class DDNNEKD(KDMethod):
+    """DDNN-EKD: one depth-selectable network; every depth is evaluated and reported."""
+
+    section = "ddnn"
+    weights = DDNNWeights
+
+    def validate(self, cfg: Any) -> None:
+        from workbench.models import build_model
+
+        probe = make_depth_selectable(build_model(cfg.student, num_classes=2, in_channels=1), cfg.student)
+        check_depths(probe, cfg.ddnn.depths)
+
+    def build(self, ctx: KDContext) -> Built:
+        model, w = new_student(ctx), ctx.weights
+        make_depth_selectable(model, ctx.cfg.student)
+        objective = DDNNObjective(model, w.depths, w.T, w.kl, w.at, w.sub_bn_stats)
+        return Built(model, objective, [DepthAccuracy(objective.depths, w.calib_batches)])
+
+    def report(self, ctx: KDContext, built: Built, trainer: Any, logs: dict[str, float]) -> dict[str, Any]:
+        cfg, w = ctx.cfg, ctx.weights
+        depths = [*w.depths, None]
+        with torch.no_grad():
+            report = depth_report(
+                built.model,
+                sorted(set(depths), key=lambda d: 10**9 if d is None else d),
+                ctx.test,
+                trainer.device,
+                cfg.eval_batch_size,
+                ctx.input_shape,
+                cfg.precision,
+                calibration_batches(ctx.train, trainer.device, cfg.batch_size, w.calib_batches),
+            )
+        full = report[max(report, key=lambda k: report[k]["macs"])]
+        return {"depths": report, "student_acc": full["acc"], "macs": full["macs"], "params": full["params"]}
+
+
+KD_METHODS.register("ddnn-ekd", DDNNEKD())

@@ -25,15 +25,29 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from compression.kd.kd import FrozenTeacherObjective
-from compression.kd.teacher import MODEL_FILE, freeze
+from compression.kd.registry import KD_METHODS, Built, KDContext, KDMethod, new_student
 from workbench.checkpoint import load_checkpoint, save_checkpoint
+from workbench.config import opt
 from workbench.distill import joint_kd_loss, joint_labels, kd_loss, rotate_batch, unrotated
 from workbench.errors import WorkbenchError
-from workbench.models import AuxiliaryBranches, FeatureHooks
-from workbench.trainer import Objective, ObjectiveOutput, Trainer, TrainerConfig
+from workbench.models import AuxiliaryBranches, FeatureHooks, frozen_copy
+from workbench.trained import MODEL_FILE
+from workbench.trainer import Objective, ObjectiveOutput, Trainer, TrainerConfig, trainer_config
 
 NUM_ROTATIONS = 4
 BRANCHES_FORMAT = "workbench-hsakd-branches/1"
+
+
+@dataclasses.dataclass
+class HSAKDWeights:
+    """HSAKD (arXiv 2107.13715)."""
+
+    T: float = opt(3.0, "temperature of the branch and main-head KL")
+    ce: float = opt(1.0, "weight of the cross-entropy on unrotated images")
+    aux: float = opt(1.0, "weight of Σ_k T²·KL between matching teacher/student branches (all rotations)")
+    main: float = opt(1.0, "weight of T²·KL between the main heads")
+    aux_epochs: int = opt(0, "epochs training the teacher's branches, backbone frozen (0 = epochs)")
+    aux_lr: float = opt(0.0, "learning rate of the teacher's branches (0 = lr)")
 
 
 def check_rotatable(image_size: tuple[int, int] | list[int]) -> None:
@@ -51,7 +65,7 @@ class TeacherWithBranches(nn.Module):
 
     def __init__(self, backbone: nn.Module, branches: AuxiliaryBranches) -> None:
         super().__init__()
-        self.backbone = freeze(backbone)
+        self.backbone = frozen_copy(backbone)
         self.branches = branches
 
     def train(self, mode: bool = True) -> TeacherWithBranches:
@@ -134,25 +148,23 @@ def teacher_branches(
         except RuntimeError:
             raise WorkbenchError(f"cached HSAKD branches {path} do not fit the teacher; delete the file") from None
         info.update(cached=True, acc=list(data.get("acc", [])))
-        return freeze(branches), info
+        return frozen_copy(branches), info
     model = TeacherWithBranches(teacher, branches)
-    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     Trainer(model, trainer_cfg, train_data, None, device=device, objective=BranchTrainingObjective(), seed=seed).fit()
-    after = teacher.state_dict()
+    after = model.backbone.state_dict()
     if any(not torch.equal(before[k], after[k].to(before[k].device)) for k in before):
         raise RuntimeError("the teacher backbone changed while its HSAKD branches were trained")
     acc = branch_accuracy(model, test_data, device, trainer_cfg.eval_batch_size) if test_data is not None else []
     state = {k: v.detach().cpu() for k, v in branches.state_dict().items()}
     save_checkpoint(path, {"key": key, "state_dict": state, "acc": acc}, fmt=BRANCHES_FORMAT)
     info.update(cached=False, acc=acc)
-    return freeze(branches), info
+    return frozen_copy(branches), info
 
 
 def branch_trainer_config(cfg: TrainerConfig, epochs: int, lr: float) -> TrainerConfig:
     """The student's loop settings with the branch-training epochs and learning rate (0 = the student's)."""
-    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(TrainerConfig)}
-    values.update(epochs=epochs or cfg.epochs, lr=lr or cfg.lr)
-    return TrainerConfig(**values)
+    return trainer_config(cfg, epochs=epochs or cfg.epochs, lr=lr or cfg.lr)
 
 
 class HSAKDObjective(FrozenTeacherObjective):
@@ -162,7 +174,7 @@ class HSAKDObjective(FrozenTeacherObjective):
         teacher / teacher_branches: frozen.
         student: used only to shape the student's branches (which this objective owns and trains).
         num_classes: C; branches predict ``4·C`` joint classes.
-        T: temperature (3). ce / aux / main: weights of the three terms (1, 1, 1).
+        T: temperature. ce / aux / main: weights of the three terms (defaults: ``HSAKDWeights``).
     """
 
     def __init__(
@@ -171,13 +183,13 @@ class HSAKDObjective(FrozenTeacherObjective):
         teacher_branches: AuxiliaryBranches,
         student: nn.Module,
         num_classes: int,
-        T: float = 3.0,
-        ce: float = 1.0,
-        aux: float = 1.0,
-        main: float = 1.0,
+        T: float = HSAKDWeights.T,
+        ce: float = HSAKDWeights.ce,
+        aux: float = HSAKDWeights.aux,
+        main: float = HSAKDWeights.main,
     ) -> None:
         super().__init__(teacher)
-        self.teacher_branches = freeze(teacher_branches)
+        self.teacher_branches = frozen_copy(teacher_branches)
         self.student_branches = AuxiliaryBranches(student, NUM_ROTATIONS * num_classes)
         if len(self.student_branches.paths) != len(self.teacher_branches.paths):
             raise WorkbenchError(
@@ -208,3 +220,44 @@ class HSAKDObjective(FrozenTeacherObjective):
         terms = {"ce": ce.detach(), "aux_kd": aux_kd.detach(), "main_kd": main_kd.detach()}
         terms.update({f"aux{k + 1}_kd": v.detach() for k, v in enumerate(aux_kds)})
         return ObjectiveOutput(loss, logits, terms)
+
+
+class HSAKD(KDMethod):
+    """HSAKD from the teacher run; the teacher's branches are trained once per teacher and cached."""
+
+    section = "hsakd"
+    weights = HSAKDWeights
+    needs_teacher = True
+
+    def build(self, ctx: KDContext) -> Built:
+        from workbench.runs import load_summary
+        from workbench.seeding import derive_seed
+
+        cfg, info, teacher = ctx.cfg, ctx.info, ctx.teacher
+        model = new_student(ctx)
+        check_rotatable(info.image_size)
+        if len(teacher.stage_names) != len(model.stage_names):
+            raise WorkbenchError(
+                f"hsakd pairs branches stage by stage: student '{cfg.student}' has {len(model.stage_names)} "
+                f"stages, teacher '{ctx.teacher_spec['name']}' {len(teacher.stage_names)}; pick a student with as many"
+            )
+        w = ctx.weights
+        branches, binfo = teacher_branches(
+            teacher,
+            cfg.teacher,
+            info.num_classes,
+            branch_trainer_config(cfg, w.aux_epochs, w.aux_lr),
+            ctx.train,
+            ctx.test,
+            {"dataset": cfg.dataset, "subset": cfg.subset, "augment": cfg.augment},
+            ctx.device,
+            # The branches belong to the teacher: seeded by the teacher run's seed, shared by every student.
+            derive_seed(int((load_summary(cfg.teacher) or {}).get("seed", 0)), "hsakd-teacher-branches"),
+        )
+        ctx.summary["teacher_aux_acc"] = binfo.get("acc", [])
+        ctx.summary["teacher_aux_cached"] = binfo["cached"]
+        objective = HSAKDObjective(teacher, branches, model, info.num_classes, w.T, w.ce, w.aux, w.main)
+        return Built(model, objective)
+
+
+KD_METHODS.register("hsakd", HSAKD())

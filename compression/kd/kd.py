@@ -6,12 +6,26 @@ Student loss ``γ·CE(z_S, y) + α·T²·KL(softmax(z_T/T) ‖ softmax(z_S/T))``
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compression.kd.registry import KD_METHODS, Built, KDContext, KDMethod, new_student
+from workbench.config import opt
 from workbench.distill import hinton_objective
+from workbench.models import frozen_copy
 from workbench.trainer import Objective, ObjectiveOutput
+
+
+@dataclasses.dataclass
+class KDWeights:
+    """Hinton KD (arXiv 1503.02531): γ·CE + α·T²·KL."""
+
+    T: float = opt(4.0, "temperature")
+    gamma: float = opt(0.1, "weight γ of the cross-entropy")
+    alpha: float = opt(0.9, "weight α of T²·KL(p_T ‖ p_S)")
 
 
 class FrozenTeacherObjective(Objective):
@@ -19,9 +33,7 @@ class FrozenTeacherObjective(Objective):
 
     def __init__(self, teacher: nn.Module) -> None:
         super().__init__()
-        self.teacher = teacher.eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
+        self.teacher = frozen_copy(teacher)
 
     def train(self, mode: bool = True) -> FrozenTeacherObjective:
         super().train(mode)
@@ -41,7 +53,9 @@ class StudentObjective(Objective):
 class KDObjective(FrozenTeacherObjective):
     """``γ·CE + α·T²·KL(p_T ‖ p_S)``; terms ``ce`` and ``kd`` (unweighted)."""
 
-    def __init__(self, teacher: nn.Module, T: float = 4.0, gamma: float = 0.1, alpha: float = 0.9) -> None:
+    def __init__(
+        self, teacher: nn.Module, T: float = KDWeights.T, gamma: float = KDWeights.gamma, alpha: float = KDWeights.alpha
+    ) -> None:
         super().__init__(teacher)
         self.T, self.gamma, self.alpha = T, gamma, alpha
 
@@ -51,3 +65,26 @@ class KDObjective(FrozenTeacherObjective):
         logits = model(inputs)
         loss, terms = hinton_objective(logits, teacher_logits, targets, self.T, self.gamma, self.alpha)
         return ObjectiveOutput(loss, logits, terms)
+
+
+class Student(KDMethod):
+    """The student alone: the baseline of every KD method."""
+
+    def build(self, ctx: KDContext) -> Built:
+        return Built(new_student(ctx), StudentObjective())
+
+
+class HintonKD(KDMethod):
+    """Hinton KD from the teacher run."""
+
+    section = "kd"
+    weights = KDWeights
+    needs_teacher = True
+
+    def build(self, ctx: KDContext) -> Built:
+        w = ctx.weights
+        return Built(new_student(ctx), KDObjective(ctx.teacher, w.T, w.gamma, w.alpha))
+
+
+KD_METHODS.register("student", Student())
+KD_METHODS.register("kd", HintonKD())

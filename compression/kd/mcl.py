@@ -18,14 +18,31 @@ features; ``v_a = normalize(h_a(f_a(x)))``. With similarity logits ``s(u, w)_ij 
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compression.kd.cohort import Cohort
+from compression.kd.cohort import Cohort, CohortMethod, MemberAccuracy
+from compression.kd.registry import KD_METHODS, Built, KDContext, new_cohort
+from workbench.config import opt
 from workbench.distill import contrastive_loss, similarity_logits, soft_contrastive_loss
 from workbench.models import FeatureHooks
 from workbench.trainer import Objective, ObjectiveOutput
+
+
+@dataclasses.dataclass
+class MCLWeights:
+    """MCL (arXiv 2104.12565)."""
+
+    tau: float = opt(0.1, "contrastive temperature τ")
+    T: float = opt(3.0, "temperature of the soft contrastive KL")
+    vcl: float = opt(1.0, "weight of vanilla (within-network) contrastive learning")
+    icl: float = opt(1.0, "weight of interactive (cross-network) contrastive learning")
+    soft_vcl: float = opt(1.0, "weight of the soft VCL KL")
+    soft_icl: float = opt(1.0, "weight of the soft ICL KL")
+    embed_dim: int = opt(128, "width of the contrastive embedding heads")
 
 
 class MCLObjective(Objective):
@@ -34,13 +51,13 @@ class MCLObjective(Objective):
     def __init__(
         self,
         cohort: Cohort,
-        tau: float = 0.1,
-        T: float = 3.0,
-        vcl: float = 1.0,
-        icl: float = 1.0,
-        soft_vcl: float = 1.0,
-        soft_icl: float = 1.0,
-        embed_dim: int = 128,
+        tau: float = MCLWeights.tau,
+        T: float = MCLWeights.T,
+        vcl: float = MCLWeights.vcl,
+        icl: float = MCLWeights.icl,
+        soft_vcl: float = MCLWeights.soft_vcl,
+        soft_icl: float = MCLWeights.soft_icl,
+        embed_dim: int = MCLWeights.embed_dim,
     ) -> None:
         super().__init__()
         cohort.require_members("mcl")
@@ -75,3 +92,18 @@ class MCLObjective(Objective):
         loss = ce + sum(self.w[k] * v for k, v in parts.items())
         terms = {"ce": ce.detach(), **{k: v.detach() for k, v in parts.items()}}
         return ObjectiveOutput(loss, logits.mean(0), terms)
+
+
+class MCL(CohortMethod):
+    """MCL: mutual contrastive learning of a cohort."""
+
+    section = "mcl"
+    weights = MCLWeights
+
+    def build(self, ctx: KDContext) -> Built:
+        model, w = new_cohort(ctx), ctx.weights
+        objective = MCLObjective(model, w.tau, w.T, w.vcl, w.icl, w.soft_vcl, w.soft_icl, w.embed_dim)
+        return Built(model, objective, [MemberAccuracy()])
+
+
+KD_METHODS.register("mcl", MCL())

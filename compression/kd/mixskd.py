@@ -18,10 +18,14 @@ feature discriminator is left out.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compression.kd.registry import KD_METHODS, Built, KDContext, KDMethod, new_student
+from workbench.config import opt
 from workbench.distill import (
     interpolate,
     kd_loss,
@@ -33,6 +37,17 @@ from workbench.distill import (
 from workbench.errors import WorkbenchError
 from workbench.models import AuxiliaryBranches, FeatureHooks
 from workbench.trainer import Objective, ObjectiveOutput
+
+
+@dataclasses.dataclass
+class MixSKDWeights:
+    """MixSKD (arXiv 2208.05768)."""
+
+    alpha: float = opt(0.4, "λ ~ Beta(alpha, alpha) of the mixup pairs")
+    T: float = opt(3.0, "temperature")
+    logit: float = opt(1.0, "weight of the both-direction KL between mixed and interpolated logits")
+    feature: float = opt(1.0, "weight of the MSE between mixed and interpolated stage feature maps")
+    self_teacher: float = opt(1.0, "weight of the self-teacher's CE and its KL into the backbone classifier")
 
 
 def stage_widths(model: nn.Module, input_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
@@ -82,11 +97,11 @@ class MixSKDObjective(Objective):
         model: nn.Module,
         num_classes: int,
         input_shape: tuple[int, ...],
-        alpha: float = 0.4,
-        T: float = 3.0,
-        logit: float = 1.0,
-        feature: float = 1.0,
-        self_teacher: float = 1.0,
+        alpha: float = MixSKDWeights.alpha,
+        T: float = MixSKDWeights.T,
+        logit: float = MixSKDWeights.logit,
+        feature: float = MixSKDWeights.feature,
+        self_teacher: float = MixSKDWeights.self_teacher,
     ) -> None:
         super().__init__()
         stages = len(model.stage_names)
@@ -126,3 +141,20 @@ class MixSKDObjective(Objective):
             "lam": logits.new_tensor(lam),
         }
         return ObjectiveOutput(loss, logits[:n], terms)
+
+
+class MixSKD(KDMethod):
+    """MixSKD: self-KD of one network from mixup."""
+
+    section = "mixskd"
+    weights = MixSKDWeights
+
+    def build(self, ctx: KDContext) -> Built:
+        model, w = new_student(ctx), ctx.weights
+        objective = MixSKDObjective(
+            model, ctx.info.num_classes, ctx.input_shape, w.alpha, w.T, w.logit, w.feature, w.self_teacher
+        )
+        return Built(model, objective)
+
+
+KD_METHODS.register("mixskd", MixSKD())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from compression.kd_compare import _rows, _table
+from compression.kd.compare import _rows, _table
 
 
 def _s(method, seed, acc, **extra):

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from compression.kd_commands import KDConfig, run_kd
+from compression.kd.config import KDConfig
+from compression.kd.run import run_kd
 from workbench.config import resolve_config
 from workbench.runs import create_run
 

@@ -53,7 +53,7 @@ def _eval_acc(run_dir: Path) -> float:
 def test_sglp_end_to_end(trained):
     import torch
 
-    from compression.sglp import unit_macs
+    from compression.pruning.sglp import unit_macs
     from workbench.checkpoint import load_model
 
     model_dir, root = trained
@@ -87,9 +87,10 @@ def test_sglp_end_to_end(trained):
 
 
 def test_validation_images_are_held_out_from_fine_tuning_and_from_the_source_training(trained):
-    from compression.prune_commands import SGLPConfig
-    from compression.pruning_common import load_data, load_source
+    from compression.pipeline import load_data
+    from compression.pruning.config import SGLPConfig
     from workbench.config import resolve_config
+    from workbench.trained import load_trained as load_source
 
     model_dir, _ = trained
     source = load_source(model_dir)

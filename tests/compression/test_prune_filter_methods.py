@@ -7,13 +7,12 @@ import copy
 import pytest
 import torch
 
-from compression import filter_pruning as fp
-from compression.pruning_common import trainer_config
+from compression.pruning import filters as fp
 from workbench.errors import WorkbenchError
 from workbench.flops import count_macs
 from workbench.models import build_model
 from workbench.models.resnet_cifar import CifarResNet
-from workbench.trainer import Trainer, TrainerConfig
+from workbench.trainer import Trainer, TrainerConfig, trainer_config
 
 SHAPE = (1, 8, 8)
 TARGET = 0.5

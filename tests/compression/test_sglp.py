@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from compression import sglp
+from compression.pruning import sglp
 from workbench.errors import WorkbenchError
 from workbench.flops import count_macs
 from workbench.models import build_model

@@ -29,6 +29,9 @@ shapes match; stems and shape-changing blocks are anchors that stay):
 
 Baselines remove the same number of units: ``last`` (the deepest), ``random`` (seeded), and
 ``weight-norm`` (the smallest L2 norm of the unit's conv/linear weights).
+
+Each rule (the method and every baseline) is a :class:`SelectionRule` registered in
+``compression.pruning.SGLP_RULES``; ``workbench compress sglp baseline=NAME`` looks it up there.
 """
 
 from __future__ import annotations
@@ -38,16 +41,18 @@ import copy
 import itertools
 import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from torch.utils.flop_counter import FlopCounterMode
 
+from compression.pruning import SGLP_RULES
 from workbench.errors import WorkbenchError
+from workbench.flops import module_macs
 from workbench.models.features import frozen_bn_stats, get_module, unwrap
 from workbench.prune import (
     choose_num_segments,
@@ -64,7 +69,6 @@ from workbench.prune.segmentation import (
     sum_squares_costs,
 )
 
-RULES = ("sglp", "last", "random", "weight-norm")
 IMPORTANCE = ("subset", "unit")
 DIRECTIONS = ("min", "max")
 BN_MODES = ("eval", "train")
@@ -101,21 +105,8 @@ def unit_macs(model: nn.Module, units: Sequence[str], input_shape: Sequence[int]
 
     Same convention as ``workbench.flops.count_macs`` (FLOPs of the matrix products / 2).
     """
-    root = unwrap(model)
-    first = next(root.parameters())
-    x = torch.zeros((1, *input_shape), device=first.device, dtype=first.dtype)
-    modes = [(m, m.training) for m in root.modules()]
-    root.eval()
-    counter = FlopCounterMode(display=False)
-    try:
-        with torch.no_grad(), counter:
-            root(x)
-    finally:
-        for m, training in modes:
-            m.training = training
-    counts = counter.get_flop_counts()
-    prefix = type(root).__name__
-    return {u: int(sum(counts.get(f"{prefix}.{u}", {}).values())) // 2 for u in units}
+    macs = module_macs(model, tuple(input_shape))
+    return {u: int(macs.get(u, 0)) for u in units}
 
 
 def units_for_target(
@@ -298,18 +289,12 @@ def weight_norms(model: nn.Module, units: Sequence[str]) -> dict[str, float]:
 
 
 def baseline_selection(model: nn.Module, units: list[str], remove: int, rule: str, seed: int) -> Selection:
-    """Remove ``remove`` units by a baseline rule (``last``, ``random``, ``weight-norm``)."""
-    if rule == "last":
-        removed = units[len(units) - remove :] if remove else []
-        scores: dict[str, float] = {}
-    elif rule == "random":
-        removed = random.Random(seed).sample(units, remove)
-        scores = {}
-    elif rule == "weight-norm":
-        scores = weight_norms(model, units)
-        removed = sorted(units, key=lambda u: (scores[u], units.index(u)))[:remove]
-    else:
-        raise WorkbenchError(f"unknown unit-selection rule '{rule}'; valid: {', '.join(RULES)}")
+    """Remove ``remove`` units by a baseline rule (a :class:`BaselineRule`: ``last``, ``random``, ``weight-norm``)."""
+    entry = SGLP_RULES[rule]
+    if not isinstance(entry, BaselineRule):
+        valid = ", ".join(n for n, r in SGLP_RULES.items() if isinstance(r, BaselineRule))
+        raise WorkbenchError(f"'{rule}' is not a baseline unit-selection rule; valid: {valid}")
+    removed, scores = entry.choose(model, units, remove, seed)
     removed_set = set(removed)
     return Selection(
         units=units,
@@ -402,3 +387,94 @@ def pruned_copy(model: nn.Module, removed: Sequence[str], input_shape: Sequence[
     from workbench.prune import remove_units
 
     return remove_units(copy.deepcopy(model), removed, input_shape)
+
+
+# --- the rules --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SelectionJob:
+    """What a rule selects from: the trained ``model`` (on ``device``), its prunable ``units``, the
+    un-augmented training images ``plain`` (probes) and the command config ``cfg`` (its SGLP keys, seed)."""
+
+    cfg: Any
+    model: nn.Module
+    units: list[str]
+    plain: Any
+    device: torch.device
+
+
+class SelectionRule:
+    """How units are chosen for removal. ``selector(job)`` does the rule's one-off work (SGLP's analysis)
+    and returns ``select(r)``, the :class:`Selection` removing ``r`` units (called again with a larger ``r``
+    while a MACs target is not met)."""
+
+    def selector(self, job: SelectionJob) -> Callable[[int], Selection]:
+        raise NotImplementedError
+
+
+class SGLPRule(SelectionRule):
+    """The method: CKA analysis and segmentation once, then gradient-norm subset selection per budget."""
+
+    def selector(self, job: SelectionJob) -> Callable[[int], Selection]:
+        from workbench.seeding import derive_seed
+
+        cfg, model, units, plain, device = job.cfg, job.model, job.units, job.plain, job.device
+        probe = probe_loader(plain, cfg.probe_samples, cfg.probe_batch_size, derive_seed(cfg.seed, "probe"))
+        analysis = analyse(
+            model, units, probe, device, cfg.cka_estimator, cfg.segments, cfg.segment_cost, cfg.segment_threshold
+        )
+        batches = fixed_batches(
+            plain, cfg.importance_batch_size, cfg.importance_batches, derive_seed(cfg.seed, "importance")
+        )
+        scorer = SubsetScorer(model, batches, device, cfg.importance_direction, cfg.importance_bn)
+
+        def select(r: int) -> Selection:
+            return sglp_selection(
+                model, analysis, len(units) - r, batches, device, cfg.importance, cfg.subset_cap,
+                cfg.keep_per_segment, scorer, cfg.importance_bn,
+            )  # fmt: skip
+
+        return select
+
+
+class BaselineRule(SelectionRule):
+    """A baseline at the same budget: ``choose`` returns the removed units (and any scores)."""
+
+    def choose(self, model: nn.Module, units: list[str], remove: int, seed: int) -> tuple[list[str], dict]:
+        raise NotImplementedError
+
+    def selector(self, job: SelectionJob) -> Callable[[int], Selection]:
+        from workbench.seeding import derive_seed
+
+        name = next(n for n, r in SGLP_RULES.items() if r is self)
+        seed = derive_seed(job.cfg.seed, "random-units")
+        return lambda r: baseline_selection(job.model, job.units, r, name, seed)
+
+
+class LastUnits(BaselineRule):
+    """The deepest units go."""
+
+    def choose(self, model: nn.Module, units: list[str], remove: int, seed: int) -> tuple[list[str], dict]:
+        return (units[len(units) - remove :] if remove else []), {}
+
+
+class RandomUnits(BaselineRule):
+    """A seeded random sample of the units goes."""
+
+    def choose(self, model: nn.Module, units: list[str], remove: int, seed: int) -> tuple[list[str], dict]:
+        return random.Random(seed).sample(units, remove), {}
+
+
+class WeightNormUnits(BaselineRule):
+    """The units with the smallest L2 norm of their conv/linear weights go."""
+
+    def choose(self, model: nn.Module, units: list[str], remove: int, seed: int) -> tuple[list[str], dict]:
+        scores = weight_norms(model, units)
+        return sorted(units, key=lambda u: (scores[u], units.index(u)))[:remove], scores
+
+
+SGLP_RULES.register("sglp", SGLPRule())
+SGLP_RULES.register("last", LastUnits())
+SGLP_RULES.register("random", RandomUnits())
+SGLP_RULES.register("weight-norm", WeightNormUnits())

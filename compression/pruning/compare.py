@@ -23,16 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from compression import PRESETS_DIR
+from compression.pruning import FILTER_METHODS, SGLP_RULES
 from workbench.errors import WorkbenchError
 from workbench.runs import Run
-
-SGLP_METHODS = ("sglp", "last", "random", "weight-norm")
-FILTER_METHODS = ("sfp", "srfp", "asrfp", "ghfp", "cpmc", "pfgdf")
 
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "sglp-fmnist": {
         "family": "sglp",
-        "methods": SGLP_METHODS,
+        "methods": SGLP_RULES,
         "train": ["dataset=fashion-mnist", "model=resnet56", "epochs=10", "lr=0.1", "batch_size=128"],
         "preset": "sglp-fmnist",
     },
@@ -44,7 +42,7 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     },
     "sglp-cifar10": {
         "family": "sglp",
-        "methods": SGLP_METHODS,
+        "methods": SGLP_RULES,
         "train": [
             "dataset=cifar10",
             "model=resnet56",
@@ -103,7 +101,8 @@ def _sub_run(group: str, cfg: Any, name: str, fn, root: Path) -> tuple[dict, Pat
 
 def run_compare(cfg, run: Run) -> dict:
     """Run the protocol's methods over ``cfg.seeds`` and write the table, the plot and the goal checks."""
-    from compression.prune_commands import PruneConfig, SGLPConfig, run_prune, run_sglp
+    from compression.pruning.config import PruneConfig, SGLPConfig
+    from compression.pruning.run import run_prune, run_sglp
     from workbench.commands.train import TrainCommandConfig
     from workbench.commands.train import run as run_train
     from workbench.config import resolve_config
@@ -141,9 +140,10 @@ def run_compare(cfg, run: Run) -> dict:
         if summary.get("val_acc_before") is not None:
             unpruned["val_acc"] = summary["val_acc_before"]
         rows["unpruned"].append(unpruned)
-        from compression.pruning_common import epoch_seconds, model_path
+        from compression.pipeline import epoch_seconds
+        from workbench.trained import model_file
 
-        source_summary = Path(model_path(base_dir)).parent.parent / "summary.json"
+        source_summary = Path(model_file(base_dir)).parent.parent / "summary.json"
         if source_summary.is_file():
             import json
 

@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from compression import PRESETS_DIR
+from compression.kd.registry import KD_METHODS
 from workbench.config import resolve_config
 from workbench.errors import WorkbenchError
 from workbench.io import atomic_write_text
 from workbench.report import format_mean_std, mean_std, to_csv, to_markdown
 from workbench.runs import Run, create_run, finished_run, load_summary
-
-ALL_METHODS = ("student", "kd", "hsakd", "mixskd", "mcl", "ctsl-mkt", "ddnn-ekd")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +44,10 @@ TEACHER_KEYS = (
     "lr", "momentum", "nesterov", "weight_decay", "schedule", "milestones", "step_size", "gamma", "warmup_epochs",
     "precision", "eval_every", "eval_batch_size", "num_workers", "progress", "device",
 )  # fmt: skip
+
+
+def _teacher_methods() -> tuple[str, ...]:
+    return tuple(n for n, m in KD_METHODS.items() if m.needs_teacher)
 
 
 def _preset_values(preset: str) -> dict[str, Any]:
@@ -82,7 +85,8 @@ def _fmt(v: Any) -> str:
 
 
 def _method_run(cfg: Any, protocol: Protocol, method: str, seed: int, teacher: Path | None, root: Path) -> dict:
-    from compression.kd_commands import KDConfig, run_kd
+    from compression.kd.config import KDConfig
+    from compression.kd.run import run_kd
 
     found = finished_run(root / "compress" / method, seed)
     if found is not None:
@@ -111,7 +115,7 @@ def _rows(results: dict[str, list[dict]], teachers: list[dict]) -> list[dict[str
     # The teacher row: its accuracy on the students' test set, as the KD sub-runs measured it.
     # Keyed by (teacher, seed): each seed may evaluate on its own stratified test subset.
     measured = {
-        (s["teacher_dir"], s["seed"]): s for m in ("kd", "hsakd") for s in results.get(m, []) if "teacher_acc" in s
+        (s["teacher_dir"], s["seed"]): s for m in _teacher_methods() for s in results.get(m, []) if "teacher_acc" in s
     }
     if measured:
         first = next(iter(measured.values()))
@@ -155,18 +159,19 @@ def run_compare(cfg: Any, run: Run) -> dict:
     from workbench.plots import plot_scatter
 
     protocol = PROTOCOLS[cfg.protocol]
-    methods = list(cfg.methods) or list(ALL_METHODS)
-    bad = [m for m in methods if m not in ALL_METHODS]
+    all_methods = KD_METHODS.names()
+    methods = list(cfg.methods) or list(all_methods)
+    bad = [m for m in methods if m not in all_methods]
     if bad:
-        raise WorkbenchError(f"unknown method '{bad[0]}' for protocol {cfg.protocol}; valid: {', '.join(ALL_METHODS)}")
+        raise WorkbenchError(f"unknown method '{bad[0]}' for protocol {cfg.protocol}; valid: {', '.join(all_methods)}")
     if not cfg.seeds:
         raise WorkbenchError("seeds must name at least one seed, e.g. seeds=0,1,2")
     root = run.dir / "runs"
-    needs_teacher = any(m in ("kd", "hsakd") for m in methods)
+    needs_teacher = any(m in _teacher_methods() for m in methods)
     if cfg.base_model:
-        from compression.kd.teacher import check_teacher_dir
+        from workbench.trained import train_run_model_file
 
-        check_teacher_dir(cfg.base_model)
+        train_run_model_file(cfg.base_model, "teacher")
     results: dict[str, list[dict]] = {m: [] for m in methods}
     teachers: dict[str, dict] = {}  # one entry per distinct teacher run (base_model: one for every seed)
     for seed in cfg.seeds:

@@ -1,5 +1,16 @@
-"""What SGLP and the filter-pruning commands share: the trained model to start from, its data, the
-fine-tuning loop (CE or KD from the unpruned model), and CPU inference speed measured side by side.
+"""The one compression pipeline: source model → compress → fine-tune → save → summary.
+
+Every ``workbench compress`` command reads as prepare → method → report over these steps:
+
+- **source**: the trained model to compress (``workbench.trained.load_trained``) and its data
+  (:func:`load_data`: the model's own dataset, optional fine-tuning subset and held-out validation images);
+  for the KD family the source is the teacher run, or nothing;
+- **compress**: the method, looked up in its family's registry (``compression.pruning.FILTER_METHODS``,
+  ``compression.pruning.SGLP_RULES``, ``compression.kd.KD_METHODS``);
+- **fine-tune**: :func:`fine_tune`, the workbench Trainer with the command's loop keys (CE, or KD from the
+  uncompressed model through ``compression.kd.kd.KDObjective``), resumable;
+- **save** and **summary**: :func:`save_outputs` writes the compressed model(s) with their spec (so
+  ``workbench eval model=RUN_DIR`` loads them) and the learning curve; :func:`finish` writes ``summary.json``.
 """
 
 from __future__ import annotations
@@ -10,7 +21,6 @@ import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,7 +29,8 @@ from torch import nn
 from workbench.config import opt
 from workbench.errors import WorkbenchError
 from workbench.runs import Run
-from workbench.trainer import Objective, ObjectiveOutput, Trainer, TrainerConfig, evaluate_classifier
+from workbench.trained import TrainedModel
+from workbench.trainer import Objective, Trainer, TrainerConfig, evaluate_classifier, trainer_config
 
 PRUNED_FILE = "pruned.pt"  # the pruned model before fine-tuning, so that --resume skips the analysis
 
@@ -38,65 +49,6 @@ class SourceConfig:
         "on, probed or scored), drawn from images the source model did not train on when it used subset=",
     )
     augment: bool = opt(True, "standard train-time augmentation while fine-tuning")
-
-
-def model_path(model: str | Path) -> Path:
-    """The ``model.pt`` of a train run directory, or the file itself; one-line errors otherwise."""
-    if not str(model):
-        raise WorkbenchError("missing 'model': pass model=RUN_DIR (a `workbench train` run directory)")
-    path = Path(model)
-    if not path.exists():
-        raise WorkbenchError(f"model {path} does not exist; pass the run directory that `workbench train` printed")
-    if path.is_dir():
-        candidate = path / "checkpoints" / "model.pt"
-        if not candidate.is_file():
-            raise WorkbenchError(
-                f"{path} is not a finished train run (no checkpoints/model.pt); pass a `workbench train` run directory"
-            )
-        return candidate
-    return path
-
-
-@dataclass
-class Source:
-    """A loaded trained model with its spec, and the summary of the run that made it (if any)."""
-
-    model: nn.Module
-    spec: dict[str, Any]
-    path: Path
-    run_summary: dict[str, Any]
-
-    train_config: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(int(s) for s in self.spec["input_shape"])
-
-    @property
-    def trained_on(self) -> tuple[int, int] | None:
-        """``(subset, seed)`` of the training images the source run used, when it used a subset."""
-        subset = self.train_config.get("subset")
-        return (int(subset), int(self.train_config.get("seed", 0))) if subset else None
-
-
-def load_source(model: str | Path) -> Source:
-    """Load the model to compress (a train run directory or a model file written by ``save_model``)."""
-    import json
-
-    from omegaconf import OmegaConf
-
-    from workbench.checkpoint import load_model
-
-    path = model_path(model)
-    net, spec = load_model(path)
-    summary_path = path.parent.parent / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    config_path = path.parent.parent / "config.yaml"
-    train_config: dict[str, Any] = {}
-    if config_path.is_file() and summary.get("command") == "train":
-        loaded = OmegaConf.to_container(OmegaConf.load(config_path))
-        train_config = loaded if isinstance(loaded, dict) else {}
-    return Source(net, spec, path, summary, train_config)
 
 
 def epoch_seconds(summary: dict[str, Any]) -> float | None:
@@ -150,42 +102,6 @@ def load_data(cfg: SourceConfig, spec: dict[str, Any], seed: int, trained_on: tu
     return Splits(full.select(rest), full_plain.select(rest), test, full_plain.select(val_idx))
 
 
-class DistillRecovery(Objective):
-    """Fine-tuning objective ``γ·CE + α·T²·KL(p_teacher ‖ p_student)`` with the frozen unpruned model as teacher.
-
-    Hinton et al. (arXiv 1503.02531) through ``workbench.distill.hinton_objective``. The teacher always
-    runs in eval mode (its BatchNorm statistics never move) and without gradients.
-    """
-
-    def __init__(self, teacher: nn.Module, T: float, gamma: float, alpha: float) -> None:
-        super().__init__()
-        self.teacher = copy.deepcopy(teacher).eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
-        self.T, self.gamma, self.alpha = T, gamma, alpha
-
-    def train(self, mode: bool = True) -> DistillRecovery:
-        super().train(mode)
-        self.teacher.eval()
-        return self
-
-    def forward(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> ObjectiveOutput:
-        from workbench.distill import hinton_objective
-
-        logits = model(inputs)
-        with torch.no_grad():
-            teacher_logits = self.teacher(inputs)
-        loss, terms = hinton_objective(logits, teacher_logits, targets, self.T, self.gamma, self.alpha)
-        return ObjectiveOutput(loss, logits, terms)
-
-
-def trainer_config(cfg: TrainerConfig, epochs: int) -> TrainerConfig:
-    """A plain ``TrainerConfig`` with ``cfg``'s loop keys and ``epochs`` epochs."""
-    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(TrainerConfig)}
-    values["epochs"] = epochs
-    return TrainerConfig(**values)
-
-
 def fine_tune(
     model: nn.Module,
     cfg: TrainerConfig,
@@ -207,7 +123,7 @@ def fine_tune(
     """
     trainer = Trainer(
         model,
-        trainer_config(cfg, epochs),
+        trainer_config(cfg, epochs=epochs),
         train,
         test,
         device=device,
@@ -261,8 +177,32 @@ def cpu_images_per_second(
     return {name: batch_size / statistics.median(ts) for name, ts in times.items()}
 
 
-def base_spec(source: Source, **extra: Any) -> dict[str, Any]:
+def base_spec(source: TrainedModel, **extra: Any) -> dict[str, Any]:
     """The source model's spec with ``extra`` keys (e.g. ``removed_units``, ``compressed_by``)."""
     spec = {k: v for k, v in source.spec.items()}
     spec.update(extra)
     return spec
+
+
+def save_outputs(
+    run: Run, models: dict[str, nn.Module], spec: dict[str, Any], history: list[dict], curve: str, title: str
+) -> None:
+    """Save each compressed model as ``checkpoints/<file>`` with ``spec`` (``workbench.checkpoint.save_model``)
+    and, when there was training, its learning curve as ``plots/<curve>``; only the main process writes."""
+    from workbench.checkpoint import save_model
+
+    if not run.is_main:
+        return
+    for file, model in models.items():
+        save_model(run.checkpoints / file, model, spec)
+    if history:
+        from workbench.plots import plot_history
+
+        plot_history(history, run.plots / curve, title=title)
+
+
+def finish(run: Run, summary: dict[str, Any], message: str) -> dict[str, Any]:
+    """Write the run's ``summary.json``, print the one-line result, return the summary."""
+    run.write_summary(summary)
+    print(message)
+    return summary
