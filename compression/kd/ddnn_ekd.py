@@ -265,6 +265,7 @@ class DDNNEKD(KDMethod):
 
     section = "ddnn"
     weights = DDNNWeights
+    tiny_overrides = ("student=resnet20", "student_widths=[]")  # stages that can be cut short
 
     def validate(self, cfg: Any) -> None:
         from workbench.models import build_model

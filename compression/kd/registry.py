@@ -82,6 +82,9 @@ class KDMethod:
     weights: ClassVar[type | None] = None
     needs_teacher: ClassVar[bool] = False
     cohort: ClassVar[bool] = False
+    # key=value settings a tiny smoke run of the method needs beyond a small CNN on digits (the registry-wide
+    # tests and the compares read them), e.g. a residual student
+    tiny_overrides: ClassVar[tuple[str, ...]] = ()
 
     def validate(self, cfg: Any) -> None:
         """Refuse a config the method cannot run (one-line ``WorkbenchError``), before anything is written."""

@@ -61,3 +61,25 @@ def test_demo_preset_runs_from_the_command_line(cli, tmp_path):
     (summary,) = root.rglob("summary.json")
     data = json.loads(summary.read_text())
     assert data["method"] == "student" and data["seed"] == 0 and data["student_acc"] >= 0
+
+
+def test_kd_takes_the_dataset_of_its_teacher_run_unless_told_otherwise(cli, tmp_path):
+    from compression.kd.config import KDConfig
+    from workbench.config import resolve_config
+
+    root = tmp_path / "runs"
+    result = cli("train", "dataset=digits", "model=small_cnn", "epochs=1", "subset=100", "test_subset=30",
+                 "batch_size=50", "progress=false", f"run_root={root}")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (teacher,) = (p.parent for p in (root / "train").rglob("summary.json"))
+    tiny = ["student=small_cnn", "student_widths=[4,8,16]", "epochs=1", "subset=60", "test_subset=30", "batch_size=30"]
+    result = cli("compress", "kd", "method=kd", f"teacher={teacher}", *tiny, "progress=false", f"run_root={root}")
+    assert result.returncode == 0, result.stderr
+    (summary,) = (root / "compress").rglob("summary.json")
+    assert json.loads(summary.read_text())["dataset"] == "digits"
+    assert "dataset: digits" in (summary.parent / "config.yaml").read_text()  # a resumed run keeps it
+    # told otherwise: the given dataset wins; no teacher: the default
+    assert resolve_config(KDConfig, ["method=kd", f"teacher={teacher}", "dataset=fashion-mnist"]).dataset == (
+        "fashion-mnist"
+    )
+    assert resolve_config(KDConfig, ["method=mixskd"]).dataset == "fashion-mnist"
