@@ -6,6 +6,7 @@
 - ``mcl``: mutual contrastive learning of a cohort (arXiv 2104.12565).
 - ``ctsl_mkt``: collaborative teacher-student learning via multiple knowledge transfer (arXiv 2101.08471).
 - ``ddnn_ekd``: depth-level dynamic network with embedded KD (arXiv 2103.00793).
+- ``dkd`` and ``dist``: the baselines DKD (arXiv 2203.08679) and DIST (arXiv 2205.10536) from a teacher run.
 
 Each method module registers its :class:`~compression.kd.registry.KDMethod` in ``KD_METHODS``
 (``registry``): its config section and defaults, whether it needs a teacher or trains a cohort, how it is

@@ -34,6 +34,8 @@ KD_METHODS: Registry[Any] = Registry(
         "compression.kd.mcl",
         "compression.kd.ctsl_mkt",
         "compression.kd.ddnn_ekd",
+        "compression.kd.dkd",
+        "compression.kd.dist",
     ],
 )
 

@@ -173,3 +173,28 @@ def test_ddnn_sub_networks_leave_the_full_networks_bn_statistics_alone():
     DDNNObjective(mixed, [1], sub_bn_stats=True)(mixed.train(), x, y)
     # the depth-1 forward feeds layer2.0 another input: its statistics leak into the shared layer
     assert not torch.allclose(mixed.layer2[0].bn1.running_mean, mixed_ref.layer2[0].bn1.running_mean)
+
+
+def test_dkd_and_dist_objectives_compose_their_terms_with_the_configured_weights():
+    import torch.nn.functional as F
+
+    from compression.kd.dist import DISTObjective
+    from compression.kd.dkd import DKDObjective, DKDWarmup
+    from workbench.distill import dist_terms, dkd_terms
+
+    teacher, student = small(seed=5), small(seed=6)
+    x, y = torch.randn(6, 1, 8, 8), torch.arange(6) % 10
+    dkd = DKDObjective(teacher, T=3.0, alpha=0.5, beta=6.0, ce=0.7)
+    DKDWarmup(dkd, warmup=4).on_epoch_start(None, 1)
+    assert dkd.ramp == 0.5
+    out = dkd(student, x, y)
+    with torch.no_grad():
+        zt, zs = teacher.eval()(x), student(x)
+    tckd, nckd = dkd_terms(zs, zt, y, 3.0)
+    expected = 0.7 * F.cross_entropy(zs, y) + 0.5 * (0.5 * tckd + 6.0 * nckd)
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    dist = DISTObjective(teacher, T=2.0, beta=1.5, gamma=0.25, ce=0.9)
+    inter, intra = dist_terms(zs, zt, 2.0)
+    expected = 0.9 * F.cross_entropy(zs, y) + 1.5 * inter + 0.25 * intra
+    assert dist(student, x, y).loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert not any(p.requires_grad for p in dkd.teacher.parameters())

@@ -9,6 +9,8 @@
   OKDDip arXiv 1912.00350).
 - ``mutual``: deep mutual learning over a cohort (arXiv 1706.00384).
 - ``embedding``: un-squared L2 embedding distance (eTag arXiv 2304.10103, IR arXiv 2403.16221).
+- ``dkd``: decoupled KD, target- and non-target-class KL (arXiv 2203.08679).
+- ``dist``: DIST's inter- and intra-class Pearson relations (arXiv 2205.10536).
 
 Shape errors raise ``ShapeError`` (a ``WorkbenchError`` and a ``ValueError``).
 """
@@ -97,3 +99,9 @@ __all__ += [
     "similarity_logits",
     "soft_contrastive_loss",
 ]
+
+# Appended by the KD baselines (issue 19): decoupled KD and DIST's Pearson-relation loss.
+from workbench.distill.dist import dist_loss, dist_terms, pearson_distance  # noqa: E402
+from workbench.distill.dkd import dkd_loss, dkd_terms, dkd_warmup  # noqa: E402
+
+__all__ += ["dist_loss", "dist_terms", "dkd_loss", "dkd_terms", "dkd_warmup", "pearson_distance"]
