@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from workbench.errors import WorkbenchError
-from workbench.flops import count_macs, count_params, model_cost
+from workbench.flops import count_macs, count_params, model_cost, module_macs
 from workbench.models import build_model
 
 
@@ -85,3 +85,15 @@ def test_model_cost_keys_and_values():
 def test_bad_input_shape(shape):
     with pytest.raises(WorkbenchError, match="input_shape"):
         count_macs(nn.Linear(3, 2), shape)
+
+
+def test_module_macs_splits_the_total_by_module_path():
+    model = build_model("resnet20", num_classes=10, in_channels=1)
+    model.train()
+    macs = module_macs(model, (1, 8, 8))
+    assert macs["conv1"] == 16 * 1 * 3 * 3 * 8 * 8  # C_out · C_in · k² · H · W
+    assert macs["fc"] == 64 * 10
+    top = ("conv1", "layer1", "layer2", "layer3", "fc")
+    assert sum(macs[k] for k in top) == count_macs(model, (1, 8, 8))
+    assert macs["layer1"] == sum(macs[f"layer1.{i}"] for i in range(3))
+    assert model.training and all(m.training for m in model.modules())  # modes restored
