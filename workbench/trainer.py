@@ -72,7 +72,7 @@ class TrainerConfig:
     # --- gradient communication under torchrun (workbench.comm; ignored by single-process runs) ---
     comm_hook: str = opt("none", "DDP gradient communication hook", choices=COMM_HOOKS.names())
     sketch_ratio: float = opt(10.0, "count-sketch: dense ÷ sent numbers per step (sizes unset cols/k)")
-    sketch_rows: int = opt(3, "count-sketch: hash rows (estimate = median over rows)")
+    sketch_rows: int = opt(1, "count-sketch: hash rows (estimate = median over rows; ≥ 3 for estimate)")
     sketch_cols: int = opt(0, "count-sketch: columns per row (0 = from sketch_ratio)")
     sketch_k: int = opt(0, "count-sketch: heavy coordinates applied per step (0 = from sketch_ratio)")
     sketch_values: str = opt("exact", "count-sketch: top-k values (2nd all-reduce | estimates)", SKETCH_VALUES)

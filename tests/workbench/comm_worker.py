@@ -60,6 +60,7 @@ def error_feedback(values: str) -> dict:
     params = [nn.Parameter(torch.zeros(500))]
     cfg = TrainerConfig(comm_hook="count-sketch", sketch_rows=3, sketch_cols=40, sketch_k=25, sketch_momentum=0.5)
     cfg.sketch_values = values
+    cfg.validate_trainer()
     hook = CountSketchHook(params, cfg, seed=7)
     hook.step(torch.randn(500))  # fills u and e
     g = torch.randn(500)

@@ -76,15 +76,17 @@ def test_estimate_of_a_dense_vector_is_the_median_over_rows():
 def test_budget_follows_the_ratio():
     cfg = TrainerConfig(comm_hook="count-sketch", sketch_ratio=10, sketch_rows=3)
     rows, cols, k = sketch_budget(70_000, cfg)
-    assert (rows, k, cols) == (3, 1000, 2000)  # budget 7000 = r·c + k with c = 2k
-    assert rows * cols + k <= 70_000 / 10
+    assert (rows, k, cols) == (3, 1750, 1750)  # budget 7000 = r·c + k with c = k
+    assert sketch_budget(70_000, TrainerConfig(sketch_ratio=10)) == (1, 3500, 3500)
     cfg.sketch_values = "estimate"
     rows, cols, k = sketch_budget(70_000, cfg)
     assert rows * cols <= 7000 and cols == 2333 and k == cols // 2
     cfg.sketch_values, cfg.sketch_cols = "exact", 500
     assert sketch_budget(70_000, cfg) == (3, 500, 5500)
+    cfg.sketch_cols, cfg.sketch_k = 0, 1000
+    assert sketch_budget(70_000, cfg) == (3, 2000, 1000)
     with pytest.raises(WorkbenchError, match="sketch_ratio"):
-        sketch_budget(50, TrainerConfig(comm_hook="count-sketch", sketch_ratio=20))
+        sketch_budget(50, TrainerConfig(comm_hook="count-sketch", sketch_ratio=60))
 
 
 def test_registry_lists_every_hook():
@@ -102,6 +104,7 @@ def test_registry_lists_every_hook():
         ("sketch_ratio=0.5", "sketch_ratio"),
         ("sketch_momentum=1.0", "sketch_momentum"),
         ("sketch_values=median", "sketch_values"),
+        ("sketch_values=estimate", "sketch_rows"),
         ("powersgd_rank=0", "powersgd_rank"),
         ("powersgd_start_iter=1", "powersgd_start_iter"),
     ],

@@ -48,6 +48,11 @@ def validate_comm(cfg: Any) -> None:
             f"bad value for 'powersgd_start_iter': {cfg.powersgd_start_iter}; must be ≥ 2 "
             "(torch's PowerSGD with error feedback starts after DDP's bucket rebuild)"
         )
+    if cfg.sketch_values == "estimate" and cfg.sketch_rows < 3:
+        raise WorkbenchError(
+            f"sketch_values=estimate needs sketch_rows ≥ 3 (got {cfg.sketch_rows}): one row gives every coordinate "
+            "of a column the same estimate; raise sketch_rows or use sketch_values=exact"
+        )
     if cfg.comm_hook == "count-sketch" and cfg.precision == "fp16":
         raise WorkbenchError(
             "comm_hook=count-sketch does not combine with precision=fp16 (the GradScaler's skipped steps would "
