@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from workbench.comm import COMM_HOOKS, CountSketch, sketch_budget
+from workbench.comm import COMM_HOOKS, CountSketch, build_hook, sketch_budget
 from workbench.config import resolve_config
 from workbench.errors import WorkbenchError
 from workbench.trainer import Trainer, TrainerConfig
@@ -129,3 +129,12 @@ def test_single_process_run_ignores_the_hook_with_one_line(capsys):
     assert trainer.comm is None and trainer.optimizer.param_groups[0]["momentum"] == cfg.momentum
     trainer.fit()
     assert trainer.comm_summary() == {} and not any(k.startswith("comm/") for k in trainer.history[-1])
+
+
+def test_models_the_hook_cannot_handle_fail_with_one_line():
+    sparse = torch.nn.Sequential(torch.nn.Embedding(10, 4, sparse=True), torch.nn.Linear(4, 2))
+    with pytest.raises(WorkbenchError, match="sparse gradients"):
+        build_hook(sparse, TrainerConfig(comm_hook="powersgd"), seed=0)
+    mixed = torch.nn.Sequential(torch.nn.Linear(40, 40), torch.nn.Linear(40, 2).double())
+    with pytest.raises(WorkbenchError, match="one floating dtype"):
+        build_hook(mixed, TrainerConfig(comm_hook="count-sketch"), seed=0)
