@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from workbench import distributed
 from workbench.callbacks import Callback
 from workbench.checkpoint import load_checkpoint, save_checkpoint
+from workbench.comm import COMM_FORMAT, COMM_HOOKS, SKETCH_VALUES, CommHook, build_hook, validate_comm
 from workbench.config import opt
 from workbench.device import PRECISIONS, autocast, grad_scaler
 from workbench.errors import WorkbenchError
@@ -68,6 +69,20 @@ class TrainerConfig:
     num_workers: int = opt(0, "DataLoader worker processes")
     log_every: int = opt(50, "log training scalars every N optimizer steps")
     progress: bool = opt(True, "show a progress bar")
+    # --- gradient communication under torchrun (workbench.comm; ignored by single-process runs) ---
+    comm_hook: str = opt("none", "DDP gradient communication hook", choices=COMM_HOOKS.names())
+    sketch_ratio: float = opt(10.0, "count-sketch: dense ÷ sent numbers per step (sizes unset cols/k)")
+    sketch_rows: int = opt(1, "count-sketch: hash rows (estimate = median over rows; ≥ 3 for estimate)")
+    sketch_cols: int = opt(0, "count-sketch: columns per row (0 = from sketch_ratio)")
+    sketch_k: int = opt(0, "count-sketch: heavy coordinates applied per step (0 = from sketch_ratio)")
+    sketch_values: str = opt("exact", "count-sketch: top-k values (2nd all-reduce | estimates)", SKETCH_VALUES)
+    sketch_error_feedback: bool = opt(True, "count-sketch: keep what was not applied for later steps")
+    sketch_momentum: float | None = opt(None, "count-sketch: momentum kept in the hook (null = take SGD's)")
+    sketch_start_iter: int = opt(0, "count-sketch: dense all-reduce for the first N steps")
+    powersgd_rank: int = opt(1, "powersgd: rank of the low-rank approximation")
+    powersgd_warm_start: bool = opt(True, "powersgd: reuse last step's Q matrices")
+    powersgd_start_iter: int = opt(10, "powersgd: dense all-reduce for the first N steps (≥ 2)")
+    # --- end of gradient communication keys ---
 
     def validate_trainer(self) -> None:
         for key in ("epochs", "batch_size", "grad_accum", "eval_every", "eval_batch_size", "log_every"):
@@ -75,6 +90,7 @@ class TrainerConfig:
                 raise WorkbenchError(f"bad value for '{key}': {getattr(self, key)}; must be ≥ 1")
         if self.lr <= 0:
             raise WorkbenchError(f"bad value for 'lr': {self.lr}; must be > 0")
+        validate_comm(self)
 
 
 @dataclass
@@ -214,8 +230,9 @@ class Trainer:
         self.local_batch = cfg.batch_size // self.world
         self.batches_per_epoch = math.ceil(len(self.sampler) / self.local_batch)
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.grad_accum)
+        momentum, nesterov = self._comm_setup()
         params = list(self.model.parameters()) + list(self.objective.parameters())
-        self.optimizer = build_optimizer(params, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum, cfg.nesterov)
+        self.optimizer = build_optimizer(params, cfg.optimizer, cfg.lr, cfg.weight_decay, momentum, nesterov)
         self.scheduler = build_scheduler(
             self.optimizer,
             self.steps_per_epoch,
@@ -243,10 +260,94 @@ class Trainer:
         if self.world > 1 and any(p.requires_grad for p in model.parameters()):
             ids = [self.device.index] if self.device.type == "cuda" else None
             wrapped = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+            self.comm = build_hook(model, self.cfg, derive_seed(self.seed, "comm-hook"))
+            self.comm.attach(wrapped)
         if self.cfg.compile:
             wrapped = torch.compile(wrapped)
         return wrapped
 
+    # ----------------------------------------------------------------- gradient communication (workbench.comm)
+    def _comm_setup(self) -> tuple[float, bool]:
+        """The optimizer's (momentum, nesterov): a hook with momentum correction takes SGD's momentum over."""
+        cfg = self.cfg
+        self.comm: CommHook | None = None  # built with the DDP wrapper in _wrap
+        self._comm_logged = (0, 0, 0)
+        if self.world == 1:
+            if cfg.comm_hook != "none" and self.is_main:
+                print(
+                    f"comm_hook={cfg.comm_hook} ignored: single process (it compresses DDP's all-reduce under torchrun)"
+                )
+            return cfg.momentum, cfg.nesterov
+        momentum = COMM_HOOKS[cfg.comm_hook].optimizer_momentum(cfg)
+        return momentum, cfg.nesterov and momentum > 0
+
+    def _comm_logs(self) -> dict[str, float]:
+        """Bytes one rank handed to collectives per optimizer step since the last call, and dense ÷ sent."""
+        if self.comm is None:
+            return {}
+        c, (sent0, dense0, steps0) = self.comm, self._comm_logged
+        self._comm_logged = (c.sent_bytes, c.dense_bytes, c.steps)
+        steps = max(1, c.steps - steps0)
+        sent, dense = c.sent_bytes - sent0, c.dense_bytes - dense0
+        return {
+            "comm/bytes_per_step": sent / steps,
+            "comm/compression_ratio": dense / max(1, sent),
+            "comm/bytes_total": float(c.sent_bytes),
+        }
+
+    def comm_summary(self) -> dict[str, Any]:
+        """The run's communication numbers for summary.json (empty for single-process runs)."""
+        if self.comm is None:
+            return {}
+        c = self.comm
+        return {
+            "comm_hook": self.cfg.comm_hook,
+            "comm_bytes_per_step": c.sent_bytes / max(1, c.steps),
+            "comm_compression_ratio": c.dense_bytes / max(1, c.sent_bytes),
+            "comm_bytes_total": c.sent_bytes,
+        }
+
+    def _comm_state_path(self, path: Path) -> Path:
+        return path.with_name(f"{path.stem}.comm-rank{self.rank}.pt")
+
+    def _save_comm_state(self) -> None:
+        """Each rank writes its own hook state (error memory, momentum, PowerSGD's Q) beside the checkpoint."""
+        if self.comm is None or not self.comm.stateful or self.checkpoint_path is None:
+            return
+        payload = {
+            "hook": self.cfg.comm_hook,
+            "world": self.world,
+            "global_step": self.global_step,
+            "batch_in_epoch": self.batch_in_epoch,
+            "state": self.comm.state_dict(),
+        }
+        save_checkpoint(self._comm_state_path(self.checkpoint_path), payload, fmt=COMM_FORMAT)
+
+    def _load_comm_state(self, path: Path, state: dict[str, Any]) -> None:
+        counters = state.get("comm")
+        if self.comm is None:
+            return
+        if counters is not None:
+            self.comm.sent_bytes, self.comm.dense_bytes, self.comm.steps = counters
+            self._comm_logged = tuple(counters)
+        if not self.comm.stateful:
+            return
+        side = load_checkpoint(self._comm_state_path(Path(path)), fmt=COMM_FORMAT)
+        found = (side["hook"], side["world"], side["global_step"], side["batch_in_epoch"])
+        wanted = (self.cfg.comm_hook, self.world, self.global_step, self.batch_in_epoch)
+        if found != wanted:
+            raise WorkbenchError(
+                f"hook state {self._comm_state_path(Path(path))} is (hook, processes, step, batch) = {found}, "
+                f"the run needs {wanted}; resume with the comm_hook and process count that wrote it"
+            )
+        try:
+            self.comm.load_state_dict(side["state"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise WorkbenchError(
+                f"hook state {path} does not fit this model ({str(exc).splitlines()[0][:120]})"
+            ) from None
+
+    # ----------------------------------------------------------------- logging
     def log(self, values: dict[str, float]) -> None:
         """Add scalars to the next logged step (callbacks use this)."""
         self._pending_logs.update(values)
@@ -269,9 +370,11 @@ class Trainer:
             "global_step": self.global_step,
             "rng": rng_state(),
             "history": self.history,
+            "comm": None if self.comm is None else [self.comm.sent_bytes, self.comm.dense_bytes, self.comm.steps],
         }
 
     def save_checkpoint(self) -> None:
+        self._save_comm_state()
         if self.is_main and self.checkpoint_path is not None:
             save_checkpoint(self.checkpoint_path, self.state_dict())
 
@@ -300,6 +403,7 @@ class Trainer:
                 f"checkpoint {path} does not match this model/config ({str(exc).splitlines()[0][:120]}); "
                 "resume with the command and settings that wrote it"
             ) from None
+        self._load_comm_state(Path(path), state)
         if self.run is not None:
             self.run.resume_logging_at(self.step_offset + self.global_step)
 
@@ -385,6 +489,7 @@ class Trainer:
             "lr": self.optimizer.param_groups[0]["lr"],
             "throughput/images_per_s": seen * self.world / max(elapsed, 1e-9),
             "time/epoch_s": elapsed,
+            **self._comm_logs(),
         }
         for k, v in term_sums.items():
             logs[f"train/{k}"] = (v / max(seen, 1)).item()
@@ -434,6 +539,8 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.comm is not None:
+            self.comm.account_step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.global_step += 1

@@ -22,6 +22,7 @@ from workbench.io import atomic_write_json
 CORE_BENCHES = {
     "trainer": "workbench.bench.trainer:bench",
     "cka": "workbench.bench.cka:bench",
+    "comm": "workbench.bench.comm:bench",
 }
 
 

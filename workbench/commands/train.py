@@ -77,6 +77,7 @@ def run(cfg: TrainCommandConfig, run: Run) -> dict:
         "train_time_s": round(sum(h.get("time/epoch_s", 0.0) for h in trainer.history), 2),
         "device": str(trainer.device),
         "precision": cfg.precision,
+        **trainer.comm_summary(),
     }
     if run.is_main:
         save_model(run.checkpoints / "model.pt", model, spec)
