@@ -12,7 +12,7 @@ def main(argv: list[str]) -> int:
         print("usage: workbench data list [data_root=DIR]")
         print("       workbench data prepare NAME... [data_root=DIR] [download=true]")
         return 0
-    from workbench.cli import parse_options
+    from workbench.command import parse_options
 
     sub = argv[0]
     names, opts = parse_options(argv[1:], {"data_root": str, "download": bool}, "workbench data")
