@@ -140,10 +140,10 @@ def create_run(group: str, cfg: Any, name: str, command: str | None = None) -> R
     A run root that cannot be written (read-only, a file, a full disk) is one WorkbenchError naming it, and
     leaves no directory behind. Two runs created in the same second get distinct suffixed directories.
     """
-    path, error = None, ""
+    path, error, created = None, "", []
     if distributed.is_main():
         try:
-            path = _make_run_dir(Path(cfg.run_root).expanduser(), group, name, cfg.seed)
+            path, created = _make_run_dir(Path(cfg.run_root).expanduser(), group, name, cfg.seed)
         except WorkbenchError as exc:
             error = str(exc)
     shared = distributed.broadcast_object(str(path) if path else "error:" + error)
@@ -157,16 +157,16 @@ def create_run(group: str, cfg: Any, name: str, command: str | None = None) -> R
             run.save_config(cfg)
         except (OSError, WorkbenchError) as exc:
             shutil.rmtree(run.dir, ignore_errors=True)
-            _remove_empty_parents(run.dir, Path(cfg.run_root).expanduser())
+            _remove_dirs(created)
             raise _fs_error(Path(cfg.run_root), exc) from None
     return run
 
 
-def _make_run_dir(root: Path, group: str, name: str, seed: int) -> Path:
-    """``root/<group>/<name>/<stamp>-s<seed>[-k]`` with its sub-folders; exclusive creation, so concurrent runs
-    never share a directory."""
+def _make_run_dir(root: Path, group: str, name: str, seed: int) -> tuple[Path, list[Path]]:
+    """``root/<group>/<name>/<stamp>-s<seed>[-k]`` with its sub-folders, and the parent folders this call made;
+    exclusive creation, so concurrent runs never share a directory."""
     parent = root / _slug(group) / _slug(name)
-    existed = [p for p in (root, root / _slug(group), parent) if p.is_dir()]
+    created = [p for p in (parent, root / _slug(group), root) if not p.is_dir()]
     try:
         parent.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -187,20 +187,16 @@ def _make_run_dir(root: Path, group: str, name: str, seed: int) -> Path:
             shutil.rmtree(path, ignore_errors=True)
             raise
     except OSError as exc:
-        for p in (parent, root / _slug(group), root):
-            if p not in existed:
-                with contextlib.suppress(OSError):
-                    p.rmdir()
+        _remove_dirs(created)
         raise _fs_error(root, exc) from None
-    return path
+    return path, created
 
 
-def _remove_empty_parents(path: Path, root: Path) -> None:
-    for parent in (path.parent, path.parent.parent, root):
-        try:
-            parent.rmdir()
-        except OSError:
-            break
+def _remove_dirs(folders: list[Path]) -> None:
+    """Remove the folders (deepest first) that are empty."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def _fs_error(root: Path, exc: Exception) -> WorkbenchError:
