@@ -20,7 +20,6 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from importlib.metadata import entry_points
-from pathlib import Path
 from typing import Any
 
 from workbench.command import RESUME_BOOKKEEPING_KEYS, Command, CommandGroup, load_object, parse_options
@@ -165,7 +164,7 @@ def run_command(cmd: Command, argv: list[str], prog: str, group: str) -> int:
             run.rollback()
         elif run is not None and run.is_main:
             run.close()
-            _discard_if_empty(run.dir)
+            _discard_if_empty(run)
         raise
     else:
         if run is not None:
@@ -239,16 +238,16 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _discard_if_empty(path: Path) -> None:
-    """Remove a run directory that a rejected command created before writing any result."""
+def _discard_if_empty(run: Any) -> None:
+    """Remove a run directory that a rejected command created before writing any result, and the parent
+    folders its creation made."""
+    from workbench.runs import remove_empty_dirs
+
+    path = run.dir
     has_results = any((path / "checkpoints").iterdir()) if (path / "checkpoints").is_dir() else False
     if not has_results and not (path / "summary.json").exists():
         shutil.rmtree(path, ignore_errors=True)
-        for parent in (path.parent, path.parent.parent):
-            try:
-                parent.rmdir()
-            except OSError:
-                break
+        remove_empty_dirs(run.created_parents)
 
 
 def _dispatch(argv: list[str]) -> int:

@@ -53,6 +53,7 @@ class Run:
     resumed: bool = False
     is_main: bool = True
     command: str | None = None
+    created_parents: list[Path] = field(default_factory=list, repr=False)
     _logger: RunLogger | None = field(default=None, repr=False)
     _snapshot: _Snapshot | None = field(default=None, repr=False)
 
@@ -149,7 +150,7 @@ def create_run(group: str, cfg: Any, name: str, command: str | None = None) -> R
     shared = distributed.broadcast_object(str(path) if path else "error:" + error)
     if shared.startswith("error:"):
         raise WorkbenchError(shared[len("error:") :] or "the main process could not create the run directory")
-    run = Run(dir=Path(shared), group=group, is_main=distributed.is_main(), command=command)
+    run = Run(dir=Path(shared), group=group, is_main=distributed.is_main(), command=command, created_parents=created)
     if run.is_main:
         try:
             info = {"format": RUN_FORMAT, "group": group, "command": command, "created": time.strftime("%FT%T%z")}
@@ -157,7 +158,7 @@ def create_run(group: str, cfg: Any, name: str, command: str | None = None) -> R
             run.save_config(cfg)
         except (OSError, WorkbenchError) as exc:
             shutil.rmtree(run.dir, ignore_errors=True)
-            _remove_dirs(created)
+            remove_empty_dirs(created)
             raise _fs_error(Path(cfg.run_root), exc) from None
     return run
 
@@ -187,13 +188,13 @@ def _make_run_dir(root: Path, group: str, name: str, seed: int) -> tuple[Path, l
             shutil.rmtree(path, ignore_errors=True)
             raise
     except OSError as exc:
-        _remove_dirs(created)
+        remove_empty_dirs(created)
         raise _fs_error(root, exc) from None
     return path, created
 
 
-def _remove_dirs(folders: list[Path]) -> None:
-    """Remove the folders (deepest first) that are empty."""
+def remove_empty_dirs(folders: list[Path]) -> None:
+    """Remove those of ``folders`` (deepest first) that are empty."""
     for folder in folders:
         with contextlib.suppress(OSError):
             folder.rmdir()
