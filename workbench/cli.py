@@ -223,7 +223,9 @@ def _check_resume_changes(cmd: Command, prog: str, saved: Any, new: Any) -> None
 
 @contextlib.contextmanager
 def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM (a scheduler or ``kill``) stops a command like Ctrl-C: the run saves and says how to resume."""
+    """SIGTERM (a scheduler or ``kill``) and SIGINT stop a command like Ctrl-C: the run saves and says how to
+    resume. SIGINT is handled explicitly because a shell starts background jobs with SIGINT ignored, so a
+    script's ``kill -INT`` would otherwise do nothing."""
 
     def handler(signum, frame) -> None:
         raise KeyboardInterrupt
@@ -231,11 +233,12 @@ def _sigterm_interrupts() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _discard_if_empty(run: Any) -> None:

@@ -171,3 +171,25 @@ def test_storage_errors_of_appended_metrics_are_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr("builtins.open", no_space)
     with pytest.raises(WorkbenchError, match=r"cannot write .*metrics.jsonl \(No space left on device\)"):
         logger.scalars({"loss": torch.tensor(1.0)}, 1)
+
+
+def test_sigint_stops_a_command_started_in_the_background_by_a_script(tmp_path):
+    """bash starts a background job with SIGINT ignored; the CLI still saves and exits 130 on ``kill -INT``."""
+    import sys
+
+    root = tmp_path / "runs"
+    # the RL loop has no handler of its own: without the CLI's, Python's default SIGINT handler is not installed
+    args = "rl train env=CartPole-v1 method=independent students=2 total_steps=10000000 checkpoint_every=0"
+    args += " eval_episodes=0 progress=false log_every=64 threads=1"
+    script = (
+        f"{sys.executable} -m workbench.cli {args} run_root={root} & pid=$!\n"
+        f"for i in $(seq 600); do ls {root}/rl/*/*/metrics.jsonl >/dev/null 2>&1 && break; sleep 0.2; done\n"
+        "sleep 1; kill -INT $pid\n"
+        "for i in $(seq 300); do kill -0 $pid 2>/dev/null || break; sleep 0.2; done\n"
+        "kill -0 $pid 2>/dev/null && { kill -KILL $pid; echo status=ignored-sigint; exit; }\n"
+        "wait $pid; echo status=$?\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    res = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert "status=130" in res.stdout, res.stdout + res.stderr
+    assert "--resume" in res.stderr
