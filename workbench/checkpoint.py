@@ -13,6 +13,9 @@ import torch
 
 from workbench.errors import WorkbenchError
 from workbench.io import atomic_write
+from workbench.models.features import unwrap as unwrap_model
+
+__all__ = ["MODEL_FORMAT", "TRAINER_FORMAT", "load_checkpoint", "save_checkpoint", "unwrap_model"]
 
 TRAINER_FORMAT = "workbench-trainer/1"
 MODEL_FORMAT = "workbench-model/1"
