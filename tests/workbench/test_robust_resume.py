@@ -166,3 +166,15 @@ def test_a_run_of_another_command_is_refused_by_what_it_records_not_its_path(tra
         open_run(trained, "compress", "prune")
     run, _ = open_run(trained, "compress", "kd")
     assert run.kind == "compress kd"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{"spec": {"name": "mlp"}}, {"spec": {"name": "mlp", "num_classes": 10, "in_channels": 1}, "state_dict": {"x": 1}}],
+)
+def test_eval_of_a_model_file_with_the_right_marker_but_wrong_content_is_one_line(tmp_path, capsys, payload):
+    from workbench.checkpoint import MODEL_FORMAT
+
+    path = save_checkpoint(tmp_path / "model.pt", payload, fmt=MODEL_FORMAT)
+    assert main(["eval", f"model={path}"]) == 2
+    assert "is damaged or does not fit its model" in one_line_error(capsys)
