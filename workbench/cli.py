@@ -208,13 +208,18 @@ def _check_resume_changes(cmd: Command, prog: str, saved: Any, new: Any) -> None
     changed = [k for k in changed if not allowed(k, RESUME_BOOKKEEPING_KEYS)]
     if not changed:
         return
-    if cmd.resume_keys is None:
-        print(f"note: --resume changes {', '.join(changed)}", file=sys.stderr)
-        return
-    refused = [k for k in changed if not allowed(k, cmd.resume_keys)]
+    if cmd.resume_keys is None:  # not declared: only the keys that name the run are refused
+        refused = [k for k in changed if allowed(k, cmd.name_keys)]
+        if not refused:
+            print(f"note: --resume changes {', '.join(changed)}", file=sys.stderr)
+            return
+    else:
+        refused = [k for k in changed if not allowed(k, cmd.resume_keys)]
     if refused:
         what = ", ".join(f"{k} ({before.get(k)!r} → {after[k]!r})" for k in refused)
-        may = ", ".join(cmd.resume_keys) or "none besides device, progress, num_workers"
+        may = ", ".join(cmd.resume_keys or ()) or "none besides device, progress, num_workers"
+        if cmd.resume_keys is None:
+            may = f"any key but {', '.join(cmd.name_keys)}"
         raise WorkbenchError(
             f"--resume cannot change {what}: the run was made with them (may change: {may}); "
             f"start a new run with {prog} to change them"

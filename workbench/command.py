@@ -72,8 +72,9 @@ class Command:
 
     ``resume_keys`` are the config keys that ``--resume RUN_DIR key=value`` may change (dotted for nested
     keys; a section name covers its sub-keys), besides :data:`RESUME_BOOKKEEPING_KEYS`; any other
-    changed key is refused before anything is written. ``None`` (not declared) accepts every change and
-    names the changed keys on stderr, so a command that has not declared its keys keeps working.
+    changed key is refused before anything is written. ``None`` (not declared) refuses only the
+    ``name_keys`` (what the run is: its method, model, env...) and names the other changed keys on stderr,
+    so a command that has not declared its keys keeps working.
     """
 
     name: str

@@ -130,6 +130,11 @@ def test_a_command_that_declares_nothing_still_resumes_and_names_the_changes(tra
         run_command(lax, ["--resume", str(trained), "epochs=2", "eval_batch_size=64"], "workbench train", "train") == 0
     )
     assert "note: --resume changes epochs, eval_batch_size" in capsys.readouterr().err
+    before = manifest(trained)
+    args = ["--resume", str(trained), "epochs=3", "model=small_cnn"]  # a key that names the run: never
+    with pytest.raises(WorkbenchError, match=r"--resume cannot change model .*may change: any key but dataset, model"):
+        run_command(lax, args, "workbench train", "train")
+    assert manifest(trained) == before
 
 
 def test_resume_with_a_preset_is_refused(trained, capsys):
@@ -178,3 +183,31 @@ def test_eval_of_a_model_file_with_the_right_marker_but_wrong_content_is_one_lin
     path = save_checkpoint(tmp_path / "model.pt", payload, fmt=MODEL_FORMAT)
     assert main(["eval", f"model={path}"]) == 2
     assert "is damaged or does not fit its model" in one_line_error(capsys)
+
+
+def _commands_with_name_keys():
+    from workbench.cli import _core_commands, _groups, load_object
+
+    found = [(f"workbench {c.name}", c) for c in _core_commands()[0]]
+    for group, spec in sorted(_groups().items()):
+        found += [(f"workbench {group} {c.name}", c) for c in load_object(spec).commands]
+    return [(p, c) for p, c in found if c.creates_run and c.name_keys]
+
+
+@pytest.mark.parametrize("prog, cmd", _commands_with_name_keys(), ids=[p for p, _ in _commands_with_name_keys()])
+def test_every_command_refuses_a_resume_that_changes_what_names_the_run(prog, cmd):
+    """Declared or not, a key that names the run (method, model, env, benchmark...) never changes on resume,
+    e.g. `compress prune --resume RUN method=X` no longer writes X's files into another method's run."""
+    from omegaconf import OmegaConf
+
+    from workbench.cli import _check_resume_changes, load_object
+
+    schema = load_object(cmd.config)
+    saved = OmegaConf.to_object(OmegaConf.structured(schema))
+    new = OmegaConf.to_object(OmegaConf.structured(schema))
+    key = cmd.name_keys[0]
+    field = next(f for f in dataclasses.fields(schema) if f.name == key)
+    choices = [c for c in (field.metadata.get("choices") or ()) if c != getattr(saved, key)]
+    setattr(new, key, choices[0] if choices else "something-else")
+    with pytest.raises(WorkbenchError, match=f"--resume cannot change {key} "):
+        _check_resume_changes(cmd, prog, saved, new)
