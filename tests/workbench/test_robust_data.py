@@ -62,7 +62,8 @@ def test_a_poisoned_batch_never_runs_its_payload(tmp_path, capsys, where):
     err = capsys.readouterr()
     assert "ready" not in err.out
     lines = err.err.strip().splitlines()
-    assert len(lines) == 1 and "refused global io.open" in lines[0] and "damaged" in lines[0]
+    assert len(lines) == 1 and "damaged" in lines[0]
+    assert "refused global io.open: not part of this dataset format" in lines[0]
     with pytest.raises(WorkbenchError, match="refused global"):
         get_dataset("cifar10", "test" if where == "test_batch" else "train", data_root=tmp_path / "data")
     runs = tmp_path / "runs"

@@ -2,10 +2,10 @@
 ``<root>/cifar-100-python``, read without executing code.
 
 A pickle can name any importable callable, so a tampered batch would run its payload on
-``pickle.load``. The batches are read with :class:`SafeUnpickler`, which admits only what the format
-holds: numpy's array reconstruction (``numpy.core.multiarray._reconstruct``, ``numpy.ndarray``,
-``numpy.dtype``) and ``_codecs.encode`` (bytes in protocol-2 pickles); anything else is refused before
-it is called. Every batch is then checked for its structure: a dict with a uint8 ``data`` array of
+``pickle.load``. The batches are read with :mod:`workbench.data.safe_pickle`'s restricted unpickler,
+which admits only what the format holds: numpy's array reconstruction (``numpy.core.multiarray._reconstruct``,
+``numpy.ndarray``, ``numpy.dtype``) and ``_codecs.encode`` (bytes in protocol-2 pickles); anything else is
+refused before it is called. Every batch is then checked for its structure: a dict with a uint8 ``data`` array of
 rows of 3,072 values and one label in ``[0, classes)`` per row. A re-packed copy of the same arrays
 loads; ``workbench data prepare`` also reports whether the files are byte-identical to the official
 release (the md5 sums torchvision lists). torchvision's own download (``download=true``) checks the md5
@@ -20,13 +20,14 @@ import hashlib
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torchvision.datasets import CIFAR10, CIFAR100
 
 from workbench.data.roots import not_found, unreadable
+from workbench.data.safe_pickle import NUMPY_ARRAYS, RestrictedUnpickler, restricted_load
 from workbench.data.tensor_dataset import TensorImageDataset
 from workbench.errors import WorkbenchError
 
@@ -71,30 +72,16 @@ LAYOUTS: dict[str, Layout] = {
 }
 
 
-class SafeUnpickler(pickle.Unpickler):
-    """An unpickler that resolves only the globals a numpy-array pickle needs; any other global (``os.system``,
-    ``builtins.eval``, ``subprocess.Popen``...) raises :class:`pickle.UnpicklingError` before it is called."""
+class SafeUnpickler(RestrictedUnpickler):
+    """The restricted unpickler with the globals of a CIFAR batch (numpy arrays)."""
 
-    ALLOWED = frozenset(
-        {
-            ("numpy.core.multiarray", "_reconstruct"),
-            ("numpy._core.multiarray", "_reconstruct"),
-            ("numpy", "ndarray"),
-            ("numpy", "dtype"),
-            ("_codecs", "encode"),
-        }
-    )
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refused global {module}.{name}: not part of a CIFAR batch")
-        return super().find_class(module, name)
+    def __init__(self, file: IO[bytes], **kwargs: Any) -> None:
+        super().__init__(file, NUMPY_ARRAYS, **kwargs)
 
 
 def safe_load(path: Path) -> Any:
-    """Unpickle ``path`` with :class:`SafeUnpickler` (``latin1`` for the Python 2 strings of the release)."""
-    with open(path, "rb") as f:
-        return SafeUnpickler(f, encoding="latin1").load()
+    """Unpickle ``path`` admitting numpy arrays only (``latin1`` for the Python 2 strings of the release)."""
+    return restricted_load(path, NUMPY_ARRAYS, encoding="latin1")
 
 
 def _text(key: Any) -> Any:
