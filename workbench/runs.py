@@ -95,6 +95,7 @@ class Run:
         """Record the directory's state, so that a resume that fails before :meth:`commit` changes nothing."""
         if self.is_main and self._snapshot is None:
             self._snapshot = _Snapshot(self.dir)
+            _RESUMING.append(self)
 
     def commit(self) -> None:
         """The resumed state is restored: keep what the command writes from now on; drop orphaned temporary
@@ -102,6 +103,7 @@ class Run:
         if self._snapshot is not None:
             self._snapshot.discard(orphans=True)
             self._snapshot = None
+            _RESUMING.remove(self)
 
     def rollback(self) -> None:
         """Put back every file and folder as :meth:`begin_resume` found them (no-op after :meth:`commit`)."""
@@ -109,6 +111,7 @@ class Run:
         if self._snapshot is not None:
             self._snapshot.restore()
             self._snapshot = None
+            _RESUMING.remove(self)
 
     def save_config(self, cfg: Any) -> None:
         if self.is_main:
@@ -124,6 +127,11 @@ class Run:
     def close(self) -> None:
         if self._logger is not None:
             self._logger.close()
+
+
+#: resumed runs not yet committed; a sub-run created inside one (a compare's next method) commits it, so
+#: finished sub-runs are never rolled back
+_RESUMING: list[Run] = []
 
 
 def default_name(cfg: Any, keys: tuple[str, ...]) -> str:
@@ -151,6 +159,8 @@ def create_run(group: str, cfg: Any, name: str, command: str | None = None) -> R
     if shared.startswith("error:"):
         raise WorkbenchError(shared[len("error:") :] or "the main process could not create the run directory")
     run = Run(dir=Path(shared), group=group, is_main=distributed.is_main(), command=command, created_parents=created)
+    for outer in [r for r in _RESUMING if r.dir.resolve() in run.dir.resolve().parents]:
+        outer.commit()
     if run.is_main:
         try:
             info = {"format": RUN_FORMAT, "group": group, "command": command, "created": time.strftime("%FT%T%z")}

@@ -211,3 +211,19 @@ def test_every_command_refuses_a_resume_that_changes_what_names_the_run(prog, cm
     setattr(new, key, choices[0] if choices else "something-else")
     with pytest.raises(WorkbenchError, match=f"--resume cannot change {key} "):
         _check_resume_changes(cmd, prog, saved, new)
+
+
+def test_a_sub_run_created_inside_a_resumed_run_commits_it(tmp_path):
+    """A resumed compare that has started its next sub-run has done work: a later failure keeps it."""
+    from workbench.config import CommonConfig
+    from workbench.runs import create_run
+
+    outer = tmp_path / "compare"
+    outer.mkdir()
+    (outer / "config.yaml").write_text("seed: 0\n")
+    run = Run(dir=outer, group="compare", resumed=True)
+    run.begin_resume()
+    sub = create_run("train", CommonConfig(run_root=str(outer / "runs")), "x")
+    assert run._snapshot is None and not (outer / SNAPSHOT_DIR).exists()
+    run.rollback()
+    assert (sub.dir / "run.json").is_file()
