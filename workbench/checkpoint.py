@@ -15,6 +15,8 @@ from workbench.errors import WorkbenchError
 from workbench.io import atomic_write
 from workbench.models.features import unwrap as unwrap_model
 
+__all__ = ["MODEL_FORMAT", "TRAINER_FORMAT", "load_checkpoint", "save_checkpoint", "unwrap_model"]
+
 TRAINER_FORMAT = "workbench-trainer/1"
 MODEL_FORMAT = "workbench-model/1"
 
@@ -50,34 +52,11 @@ def load_checkpoint(
     return data
 
 
-def save_model(path: str | Path, model: torch.nn.Module, spec: dict[str, Any]) -> Path:
-    """Save a model as its spec and state_dict, so it can be rebuilt without unpickling code.
+def __getattr__(name: str) -> Any:
+    """``save_model``/``load_model`` live in :mod:`workbench.models.saved` (a model file rebuilds models, and a
+    compressed one needs the structure edits of ``workbench.prune``, which this module must not import)."""
+    if name in ("save_model", "load_model"):
+        from workbench.models import saved
 
-    ``spec`` holds what :func:`load_model` needs: ``name``, ``num_classes``, ``in_channels``, ``input_shape``,
-    ``dataset`` and, for compressed models, ``removed_units`` (paths replaced by identity). Channel-pruned
-    weights are restored by resizing the freshly built modules to the saved shapes.
-    """
-    state = {k: v.detach().cpu() for k, v in unwrap_model(model).state_dict().items()}
-    return save_checkpoint(path, {"spec": dict(spec), "state_dict": state}, fmt=MODEL_FORMAT)
-
-
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
-    """Rebuild a model saved by :func:`save_model`; returns ``(model, spec)``."""
-    from workbench.models import build_model
-    from workbench.prune.reshape import fit_modules_to_state_dict
-    from workbench.prune.units import remove_units
-
-    data = load_checkpoint(path, fmt=MODEL_FORMAT, map_location=map_location)
-    spec = data["spec"]
-    model = build_model(
-        spec["name"], num_classes=spec["num_classes"], in_channels=spec["in_channels"], **spec.get("model_kwargs", {})
-    )
-    if spec.get("removed_units"):
-        remove_units(model, spec["removed_units"], spec["input_shape"])
-    fit_modules_to_state_dict(model, data["state_dict"])
-    try:
-        model.load_state_dict(data["state_dict"])
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0][:160]
-        raise WorkbenchError(f"model file {path} does not fit model '{spec['name']}' ({first})") from None
-    return model, spec
+        return getattr(saved, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,101 +11,25 @@ Avalanche) load only when one of its commands runs.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import importlib.util
+import os
 import shutil
 import signal
 import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from pathlib import Path
 from typing import Any
 
-from workbench.config import describe, resolve_config
+from workbench.command import RESUME_BOOKKEEPING_KEYS, Command, CommandGroup, load_object, parse_options
+from workbench.config import describe, flatten_dict, resolve_config, to_dict
 from workbench.errors import WorkbenchError, suggest
+
+__all__ = ["Command", "CommandGroup", "load_object", "main", "parse_options", "run_command"]
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-
-
-def load_object(spec: str) -> Any:
-    """Import ``"package.module:attribute"``."""
-    module, _, attr = spec.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def parse_options(argv: Sequence[str], allowed: dict[str, type], command: str) -> tuple[list[str], dict[str, Any]]:
-    """Split a raw command's arguments into positionals and typed ``key=value`` options.
-
-    ``allowed`` maps each key to ``str``, ``int`` or ``bool``; an unknown key or a bad value raises a
-    one-line WorkbenchError naming the key.
-    """
-    positional: list[str] = []
-    options: dict[str, Any] = {}
-    for arg in argv:
-        if "=" not in arg:
-            positional.append(arg)
-            continue
-        key, raw = arg.split("=", 1)
-        if key not in allowed:
-            raise WorkbenchError(
-                f"unknown key '{key}' for {command}{suggest(key, allowed)}; valid: {', '.join(allowed)}"
-            )
-        kind = allowed[key]
-        if kind is bool:
-            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise WorkbenchError(f"bad value for '{key}': {raw!r}; valid: true, false")
-            options[key] = raw.lower() in ("true", "1", "yes")
-        elif kind is int:
-            try:
-                options[key] = int(raw)
-            except ValueError:
-                raise WorkbenchError(f"bad value for '{key}': {raw!r} is not a valid int") from None
-        else:
-            options[key] = raw
-    return positional, options
-
-
-@dataclass
-class Command:
-    """A config-driven command.
-
-    ``config`` and ``run`` are ``"module:attr"`` strings imported on use. ``run(cfg, run)`` receives the
-    validated config object and the :class:`~workbench.runs.Run` (``None`` when ``creates_run`` is False)
-    and returns the summary dict (or ``None``). ``presets`` is a folder of YAML presets relative to the
-    package directory of the ``run`` module's top package; ``name_keys`` name the config keys that make the
-    default run name.
-    """
-
-    name: str
-    help: str
-    config: str
-    run: str
-    presets: str | None = None
-    default_preset: str | None = None
-    creates_run: bool = True
-    name_keys: tuple[str, ...] = ()
-    run_group: str | None = None
-
-    def presets_dir(self) -> Path | None:
-        if self.presets is None:
-            return None
-        top = importlib.import_module(self.run.split(":")[0].split(".")[0])
-        return Path(top.__file__).parent / self.presets
-
-
-@dataclass
-class CommandGroup:
-    name: str
-    help: str
-    commands: list[Command] = field(default_factory=list)
-    raw: dict[str, Callable[[list[str]], int]] = field(default_factory=dict)
 
 
 def _core_commands() -> tuple[list[Command], dict[str, tuple[str, Callable[[list[str]], int]]]]:
@@ -180,7 +104,12 @@ def _split_args(argv: list[str]) -> tuple[str | None, str | None, list[str], boo
 
 
 def run_command(cmd: Command, argv: list[str], prog: str, group: str) -> int:
-    """Resolve the config, create or reopen the run directory, run, and report where the results are."""
+    """Resolve and validate the config, create or reopen the run directory, run, and say where the results are.
+
+    Everything the user typed is checked before anything is written. A resumed run is reopened as a
+    transaction: the changed keys are checked against the command's ``resume_keys`` first, and a resume
+    that fails before the command has restored its state leaves the run directory as it was.
+    """
     from workbench import distributed, runs
     from workbench.device import choose_device
 
@@ -190,12 +119,19 @@ def run_command(cmd: Command, argv: list[str], prog: str, group: str) -> int:
         return 0
     schema = load_object(cmd.config)
     run_group = cmd.run_group or group
+    command = None if cmd.name == run_group else cmd.name
     if resume is not None and not cmd.creates_run:
         raise WorkbenchError(f"{prog} does not take --resume")
+    overrides = [*_quiet_progress(schema, overrides), *overrides]
     run = None
     if resume is not None:
-        run, saved = runs.open_run(resume, run_group)
+        if preset is not None:
+            raise WorkbenchError(
+                "--preset cannot be combined with --resume: the run keeps its settings; pass key=value to change one"
+            )
+        run, saved = runs.open_run(resume, run_group, command)
         cfg = resolve_config(schema, overrides, base=saved)
+        _check_resume_changes(cmd, prog, resolve_config(schema, [], base=saved), cfg)
     else:
         cfg = resolve_config(schema, overrides, preset or cmd.default_preset, cmd.presets_dir())
     if distributed.launched_by_torchrun():
@@ -203,35 +139,98 @@ def run_command(cmd: Command, argv: list[str], prog: str, group: str) -> int:
         distributed.init_distributed(distributed.local_device(choose_device(cfg.device)))
     if run is not None:
         run.is_main = distributed.is_main()
-        run.save_config(cfg)
+        run.begin_resume()
+        try:
+            run.save_config(cfg)
+        except BaseException:
+            run.rollback()
+            raise
     elif cmd.creates_run:
-        run = runs.create_run(run_group, cfg, runs.default_name(cfg, cmd.name_keys))
+        run = runs.create_run(run_group, cfg, runs.default_name(cfg, cmd.name_keys), command=command)
     fn = load_object(cmd.run)
     if run is not None and run.is_main:
         print(f"run directory: {run.dir}", flush=True)
     try:
         with _sigterm_interrupts():
             fn(cfg, run)
-    except WorkbenchError:
-        if run is not None and not run.resumed and run.is_main:
-            _discard_if_empty(run.dir)
-        raise
     except KeyboardInterrupt:
-        if run is not None and run.is_main:
-            print(f"\ninterrupted; continue with: {prog} --resume {run.dir}", file=sys.stderr)
+        if run is not None:
+            run.commit()
+            if run.is_main:
+                print(f"\ninterrupted; continue with: {prog} --resume {run.dir}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception:
+        if run is not None and run.resumed:
+            run.rollback()
+        elif run is not None and run.is_main:
+            run.close()
+            _discard_if_empty(run)
+        raise
+    else:
+        if run is not None:
+            run.commit()
     finally:
         if run is not None:
             run.close()
     if run is not None and run.is_main:
         print(f"run directory: {run.dir}")
-        print(f"tensorboard --logdir {Path(cfg.run_root)}")
+        print(f"tensorboard --logdir {run.logdir}")
     return 0
+
+
+def _quiet_progress(schema: type, overrides: list[str]) -> list[str]:
+    """``progress=false`` when stderr is not a terminal (a log file, CI, a script), unless the user set it: a
+    progress bar there is a wall of carriage returns."""
+    import dataclasses
+
+    has_key = any(f.name == "progress" for f in dataclasses.fields(schema))
+    given = any(o.split("=", 1)[0].strip() == "progress" for o in overrides)
+    if not has_key or given or _is_terminal(sys.stderr):
+        return []
+    return ["progress=false"]
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty()) and os.environ.get("TERM") != "dumb"
+    except (AttributeError, ValueError):
+        return False
+
+
+def _check_resume_changes(cmd: Command, prog: str, saved: Any, new: Any) -> None:
+    """Refuse, before anything is written, keys that ``--resume`` may not change for this command."""
+    before, after = flatten_dict(to_dict(saved)), flatten_dict(to_dict(new))
+    changed = [k for k in after if before.get(k, object()) != after[k]]
+
+    def allowed(key: str, keys: Sequence[str]) -> bool:
+        return any(key == a or key.startswith(a + ".") for a in keys)
+
+    changed = [k for k in changed if not allowed(k, RESUME_BOOKKEEPING_KEYS)]
+    if not changed:
+        return
+    if cmd.resume_keys is None:  # not declared: only the keys that name the run are refused
+        refused = [k for k in changed if allowed(k, cmd.name_keys)]
+        if not refused:
+            print(f"note: --resume changes {', '.join(changed)}", file=sys.stderr)
+            return
+    else:
+        refused = [k for k in changed if not allowed(k, cmd.resume_keys)]
+    if refused:
+        what = ", ".join(f"{k} ({before.get(k)!r} → {after[k]!r})" for k in refused)
+        may = ", ".join(cmd.resume_keys or ()) or "none besides device, progress, num_workers"
+        if cmd.resume_keys is None:
+            may = f"any key but {', '.join(cmd.name_keys)}"
+        raise WorkbenchError(
+            f"--resume cannot change {what}: the run was made with them (may change: {may}); "
+            f"start a new run with {prog} to change them"
+        )
 
 
 @contextlib.contextmanager
 def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM (a scheduler or ``kill``) stops a command like Ctrl-C: the run saves and says how to resume."""
+    """SIGTERM (a scheduler or ``kill``) and SIGINT stop a command like Ctrl-C: the run saves and says how to
+    resume. SIGINT is handled explicitly because a shell starts background jobs with SIGINT ignored, so a
+    script's ``kill -INT`` would otherwise do nothing."""
 
     def handler(signum, frame) -> None:
         raise KeyboardInterrupt
@@ -239,23 +238,24 @@ def _sigterm_interrupts() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
-def _discard_if_empty(path: Path) -> None:
-    """Remove a run directory that a rejected command created before writing any result."""
+def _discard_if_empty(run: Any) -> None:
+    """Remove a run directory that a rejected command created before writing any result, and the parent
+    folders its creation made."""
+    from workbench.runs import remove_empty_dirs
+
+    path = run.dir
     has_results = any((path / "checkpoints").iterdir()) if (path / "checkpoints").is_dir() else False
     if not has_results and not (path / "summary.json").exists():
         shutil.rmtree(path, ignore_errors=True)
-        for parent in (path.parent, path.parent.parent):
-            try:
-                parent.rmdir()
-            except OSError:
-                break
+        remove_empty_dirs(run.created_parents)
 
 
 def _dispatch(argv: list[str]) -> int:
@@ -293,11 +293,21 @@ def _dispatch(argv: list[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``workbench`` script; returns the exit status."""
+    from workbench.io import STORAGE_ERRNOS
+
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return _dispatch(argv)
     except WorkbenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        if exc.errno not in STORAGE_ERRNOS:
+            traceback.print_exc()
+            return 1
+        where = f" ({exc.filename})" if exc.filename else ""
+        fix = "free space or pass run_root=DIR on a writable disk"
+        print(f"error: {exc.strerror or exc}{where}; {fix}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)

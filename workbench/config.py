@@ -9,6 +9,7 @@ written.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,9 +24,40 @@ from workbench.errors import WorkbenchError, suggest
 T = TypeVar("T")
 
 
-def opt(default: Any, help: str = "", choices: Sequence[Any] | None = None) -> Any:
-    """A config field with a default, a help text and optional valid choices."""
-    meta = {"help": help, "choices": tuple(choices) if choices is not None else None}
+def opt(
+    default: Any,
+    help: str = "",
+    choices: Sequence[Any] | None = None,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    finite: bool = True,
+    nonempty: bool | None = None,
+    requires: dict[str, Sequence[Any]] | None = None,
+    excludes: Sequence[str] = (),
+) -> Any:
+    """A config field with a default, a help text, optional valid choices and declared constraints.
+
+    Checked for every command by :func:`check_constraints`, before anything is written:
+
+    - every float (also inside lists and mappings) is a number, never NaN, and finite unless ``finite=False``;
+    - ``ge``/``gt``/``le``/``lt`` bound a number, or each number of a list (``None`` stays allowed);
+    - ``nonempty``: a list must hold a value (default: True when the default list is non-empty);
+    - ``requires={"optimizer": ("sgd",)}``: a value other than the default needs those values of the other
+      keys (dotted from the root, or siblings of a nested key);
+    - ``excludes=("model",)``: this key and those keys cannot both differ from their defaults.
+    """
+    meta = {
+        "help": help,
+        "choices": tuple(choices) if choices is not None else None,
+        "bounds": {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None},
+        "finite": finite,
+        "nonempty": bool(default) if nonempty is None and isinstance(default, list) else bool(nonempty),
+        "requires": {k: tuple(v) for k, v in (requires or {}).items()},
+        "excludes": tuple(excludes),
+    }
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -176,6 +208,91 @@ def check_choices(cfg: Any, prefix: str = "") -> None:
                 )
 
 
+_BOUND_TEXT = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
+_BOUND_OK = {
+    "ge": lambda v, b: v >= b,
+    "gt": lambda v, b: v > b,
+    "le": lambda v, b: v <= b,
+    "lt": lambda v, b: v < b,
+}
+
+
+def constraint_text(f: dataclasses.Field) -> str:
+    """The declared bounds of a field, e.g. ``≥ 0, < 1`` (empty when it declares none)."""
+    return ", ".join(f"{_BOUND_TEXT[k]} {v}" for k, v in f.metadata.get("bounds", {}).items())
+
+
+def _numbers(value: Any) -> list[Any]:
+    if isinstance(value, (list, tuple)):
+        return [x for v in value for x in _numbers(v)]
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in _numbers(v)]
+    return [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else []
+
+
+def _lookup(root: Any, prefix: str, key: str) -> tuple[bool, Any]:
+    """The value of ``key``: a sibling in the section ``prefix`` first, else a dotted path from the root."""
+    for path in ([f"{prefix}.{key}"] if prefix else []) + [key]:
+        obj: Any = root
+        for part in path.split("."):
+            if not dataclasses.is_dataclass(obj) or not hasattr(obj, part):
+                break
+            obj = getattr(obj, part)
+        else:
+            return True, obj
+    return False, None
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+
+
+def check_constraints(cfg: Any, root: Any = None, prefix: str = "") -> None:
+    """Refuse a NaN/inf, a number outside its declared bounds, an empty required list, or contradictory keys.
+
+    The error is one line naming the key (dotted as the user types it) and what it must be.
+    """
+    root = cfg if root is None else root
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        dotted = f"{prefix}.{f.name}" if prefix else f.name
+        if dataclasses.is_dataclass(value):
+            check_constraints(value, root, dotted)
+            continue
+        meta = f.metadata
+        for v in _numbers(value):
+            if isinstance(v, float) and (math.isnan(v) or (meta.get("finite", True) and math.isinf(v))):
+                raise WorkbenchError(f"bad value for '{dotted}': {v}; must be a finite number")
+            for kind, bound in meta.get("bounds", {}).items():
+                if not _BOUND_OK[kind](v, bound):
+                    raise WorkbenchError(f"bad value for '{dotted}': {v}; must be {_BOUND_TEXT[kind]} {bound}")
+        if meta.get("nonempty") and isinstance(value, (list, tuple)) and len(value) == 0:
+            raise WorkbenchError(f"bad value for '{dotted}': empty list; give at least one value, e.g. {dotted}=a,b")
+        if value == _default(f):
+            continue
+        for other, allowed in meta.get("requires", {}).items():
+            found, actual = _lookup(root, prefix, other)
+            if found and actual not in allowed:
+                need = " or ".join(f"{other}={a}" for a in allowed)
+                raise WorkbenchError(
+                    f"'{dotted}={value}' needs {need} ({other} is {actual!r}); drop '{dotted}' or change '{other}'"
+                )
+        for other in meta.get("excludes", ()):
+            found, actual = _lookup(root, prefix, other)
+            other_field = _field_or_none(root, prefix, other)
+            if found and other_field is not None and actual != _default(other_field):
+                raise WorkbenchError(f"'{dotted}' and '{other}' contradict each other; give only one of them")
+
+
+def _field_or_none(root: Any, prefix: str, key: str) -> dataclasses.Field | None:
+    for path in ([f"{prefix}.{key}"] if prefix else []) + [key]:
+        try:
+            return _field_at(type(root), path)[0]
+        except WorkbenchError:
+            continue
+    return None
+
+
 def resolve_config(
     schema: type[T],
     overrides: Sequence[str] = (),
@@ -206,6 +323,7 @@ def resolve_config(
     except OmegaConfBaseException as exc:
         raise WorkbenchError(f"invalid config: {str(exc).splitlines()[0]}") from None
     check_choices(obj)
+    check_constraints(obj)
     validate = getattr(obj, "validate", None)
     if callable(validate):
         validate()
@@ -235,5 +353,7 @@ def describe(schema: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
         help_text = f.metadata.get("help", "")
         if f.metadata.get("choices"):
             help_text += f" [{'|'.join(map(str, f.metadata['choices']))}]"
+        if constraint_text(f):
+            help_text += f" [{constraint_text(f)}]"
         rows.append((key, _type_name(hint), repr(default), help_text.strip()))
     return rows

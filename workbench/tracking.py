@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from workbench.io import atomic_write_text
+from workbench.io import atomic_write_text, finite_or_none, storage_error
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -44,8 +44,13 @@ class RunLogger:
         clean = {k: float(v) for k, v in values.items() if v is not None}
         for tag, v in clean.items():
             self.writer.add_scalar(tag, v, step)
-        with open(self.dir / METRICS_FILE, "a") as f:
-            f.write(json.dumps({"step": int(step), "time": round(time.time(), 3), **clean}) + "\n")
+        entry = finite_or_none({"step": int(step), "time": round(time.time(), 3), **clean})
+        line = json.dumps(entry) + "\n"
+        try:
+            with open(self.dir / METRICS_FILE, "a") as f:
+                f.write(line)
+        except OSError as exc:
+            raise storage_error(self.dir / METRICS_FILE, exc) from None
 
     def image(self, tag: str, image: np.ndarray, step: int) -> None:
         """Log an HxW (grey) or HxWx3 array with values in [0, 1]."""

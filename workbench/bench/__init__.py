@@ -57,7 +57,7 @@ def registry() -> dict[str, str]:
 
 
 def main(argv: list[str]) -> int:
-    from workbench.cli import load_object, parse_options
+    from workbench.command import load_object, parse_options
 
     if argv and argv[0] in ("-h", "--help"):
         print("usage: workbench bench [NAME...] [repeats=N] [quick=true] [out=DIR]")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from workbench.cli import Command
+from workbench.command import Command
 
 CORE_COMMANDS: list[Command] = [
     Command(
@@ -14,6 +14,7 @@ CORE_COMMANDS: list[Command] = [
         run="workbench.commands.train:run",
         presets="commands/presets",
         name_keys=("dataset", "model"),
+        resume_keys=("epochs", "eval_every", "eval_batch_size", "log_every", "data_root", "download"),
     ),
     Command(
         name="eval",

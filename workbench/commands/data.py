@@ -12,7 +12,7 @@ def main(argv: list[str]) -> int:
         print("usage: workbench data list [data_root=DIR]")
         print("       workbench data prepare NAME... [data_root=DIR] [download=true]")
         return 0
-    from workbench.cli import parse_options
+    from workbench.command import parse_options
 
     sub = argv[0]
     names, opts = parse_options(argv[1:], {"data_root": str, "download": bool}, "workbench data")
@@ -36,6 +36,17 @@ def main(argv: list[str]) -> int:
                 raise unknown("dataset", name, DATASETS)
         for name in names:
             path = prepare(name, data_root=root, download=download)
-            print(f"{name}: ready at {path}")
+            note = _verify(name, root)
+            print(f"{name}: ready at {path}" + (f" ({note})" if note else ""))
         return 0
     raise WorkbenchError(f"unknown data command '{sub}'; valid: list, prepare")
+
+
+def _verify(name: str, root: str | None) -> str:
+    """Read a dataset whose source can check its files (pickled releases: safely, structure checked) and
+    return its note; a tampered or damaged copy raises, so it is never called ready."""
+    from workbench.data import dataset_info, resolve_data_root
+    from workbench.data.registry import SOURCES
+
+    verify = getattr(SOURCES[name], "verify", None)
+    return verify(dataset_info(name), resolve_data_root(root)) if verify is not None else ""

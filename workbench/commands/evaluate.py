@@ -14,7 +14,7 @@ from workbench.errors import WorkbenchError
 class EvalConfig(CommonConfig):
     model: str = opt("", "a run directory (uses checkpoints/model.pt) or a model file")
     data_root: str | None = opt(None, "dataset folder (default: the one the model was trained with)")
-    batch_size: int = opt(512, "evaluation batch size")
+    batch_size: int = opt(512, "evaluation batch size", ge=1)
     precision: str = opt("fp32", "autocast precision", choices=PRECISIONS)
 
     def validate(self) -> None:

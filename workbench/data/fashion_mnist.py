@@ -2,7 +2,8 @@
 
 Preparation unpacks the four gzipped IDX files into that directory, taking them from (in order)
 ``.gz`` copies already in ``raw/``, Debian's system copy (package ``dataset-fashion-mnist``,
-``SYSTEM_COPY``), or, only with ``download=True``, torchvision's download.
+``SYSTEM_COPY``: ``$WORKBENCH_SYSTEM_DATASETS/fashion-mnist``, by default under ``/usr/share/datasets``), or,
+only with ``download=True``, torchvision's download.
 
 Train augmentation: random 28x28 crop after zero-padding by 2. No flips: every shoe and bag in
 the data faces the same way, so mirrored images would show the model a view the test set never has.
@@ -25,7 +26,8 @@ from workbench.data.tensor_dataset import TensorImageDataset
 if TYPE_CHECKING:
     from workbench.data.registry import DatasetInfo
 
-SYSTEM_COPY = Path("/usr/share/datasets/fashion-mnist")
+SYSTEM_DATASETS_ENV = "WORKBENCH_SYSTEM_DATASETS"
+SYSTEM_COPY = Path(os.environ.get(SYSTEM_DATASETS_ENV) or "/usr/share/datasets") / "fashion-mnist"
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 CROP_PADDING = 2
 
