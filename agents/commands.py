@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workbench.cli import Command, CommandGroup
+from workbench.command import Command, CommandGroup
 
 
 def _eval_raw(argv: list[str]) -> int:
@@ -23,6 +23,10 @@ GROUP = CommandGroup(
             presets="presets",
             default_preset="cartpole",
             name_keys=("env", "algo", "method"),
+            resume_keys=(
+                "total_steps", "eval_every", "eval_episodes", "eval_envs", "eval_max_steps",
+                "log_every", "checkpoint_every", "threads", "env_threads",
+            ),
         ),
         Command(
             name="compare",
@@ -30,6 +34,7 @@ GROUP = CommandGroup(
             config="agents.config:CompareConfig",
             run="agents.compare:run",
             name_keys=("env", "algo"),
+            resume_keys=(),
         ),
     ],
     raw={"eval": _eval_raw},

@@ -1,6 +1,9 @@
 """``workbench compress ...`` commands (light module: heavy imports happen when a command runs)."""
 
-from workbench.cli import Command, CommandGroup
+from workbench.command import Command, CommandGroup
+
+# keys a --resume may change: extending fine-tuning or training, and how it is evaluated, logged and found
+_RUN_KEYS = ("eval_every", "eval_batch_size", "log_every", "data_root")
 
 GROUP = CommandGroup(
     name="compress",
@@ -13,6 +16,7 @@ GROUP = CommandGroup(
             run="compression.pruning.run:run_sglp",
             presets="presets",
             name_keys=("baseline",),
+            resume_keys=("finetune_epochs", *_RUN_KEYS),
         ),
         Command(
             name="prune",
@@ -21,6 +25,7 @@ GROUP = CommandGroup(
             run="compression.pruning.run:run_prune",
             presets="presets",
             name_keys=("method",),
+            resume_keys=("finetune_epochs", *_RUN_KEYS),
         ),
         Command(
             name="kd",
@@ -29,6 +34,7 @@ GROUP = CommandGroup(
             run="compression.kd.run:run_kd",
             presets="presets",
             name_keys=("method", "student"),
+            resume_keys=("epochs", *_RUN_KEYS),
         ),
         Command(
             name="compare",
@@ -37,6 +43,7 @@ GROUP = CommandGroup(
             run="compression.compare:run",
             presets="presets",
             name_keys=("protocol",),
+            resume_keys=(),
         ),
     ],
 )

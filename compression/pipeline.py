@@ -187,9 +187,9 @@ def base_spec(source: TrainedModel, **extra: Any) -> dict[str, Any]:
 def save_outputs(
     run: Run, models: dict[str, nn.Module], spec: dict[str, Any], history: list[dict], curve: str, title: str
 ) -> None:
-    """Save each compressed model as ``checkpoints/<file>`` with ``spec`` (``workbench.checkpoint.save_model``)
+    """Save each compressed model as ``checkpoints/<file>`` with ``spec`` (``workbench.models.saved.save_model``)
     and, when there was training, its learning curve as ``plots/<curve>``; only the main process writes."""
-    from workbench.checkpoint import save_model
+    from workbench.models.saved import save_model
 
     if not run.is_main:
         return

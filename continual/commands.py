@@ -1,6 +1,6 @@
 """``workbench cil ...`` commands (light module: Avalanche and torch load only when a command runs)."""
 
-from workbench.cli import Command, CommandGroup
+from workbench.command import Command, CommandGroup
 
 GROUP = CommandGroup(
     name="cil",
@@ -13,6 +13,7 @@ GROUP = CommandGroup(
             run="continual.run:run",
             presets="presets",
             name_keys=("benchmark", "method"),
+            resume_keys=("max_tasks", "eval_batch_size", "log_every", "data_root"),
         ),
         Command(
             name="compare",
@@ -21,6 +22,7 @@ GROUP = CommandGroup(
             run="continual.compare:run",
             presets="presets",
             name_keys=("benchmark",),
+            resume_keys=(),
         ),
     ],
 )

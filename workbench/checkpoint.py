@@ -13,9 +13,8 @@ import torch
 
 from workbench.errors import WorkbenchError
 from workbench.io import atomic_write
-from workbench.models.features import unwrap as unwrap_model
 
-__all__ = ["MODEL_FORMAT", "TRAINER_FORMAT", "load_checkpoint", "save_checkpoint", "unwrap_model"]
+__all__ = ["MODEL_FORMAT", "TRAINER_FORMAT", "load_checkpoint", "save_checkpoint"]
 
 TRAINER_FORMAT = "workbench-trainer/1"
 MODEL_FORMAT = "workbench-model/1"
@@ -51,12 +50,3 @@ def load_checkpoint(
         )
     return data
 
-
-def __getattr__(name: str) -> Any:
-    """``save_model``/``load_model`` live in :mod:`workbench.models.saved` (a model file rebuilds models, and a
-    compressed one needs the structure edits of ``workbench.prune``, which this module must not import)."""
-    if name in ("save_model", "load_model"):
-        from workbench.models import saved
-
-        return getattr(saved, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -106,7 +106,7 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: workbench report PATH... [out=DIR]   (default out: the first PATH)")
         return 0
-    from workbench.cli import parse_options
+    from workbench.command import parse_options
 
     paths, opts = parse_options(argv, {"out": str}, "workbench report")
     if not paths:

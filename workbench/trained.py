@@ -67,7 +67,7 @@ def train_run_model_file(run_dir: str | Path, key: str = "teacher") -> Path:
 
 @dataclass
 class TrainedModel:
-    """A saved model with its spec (``workbench.checkpoint.save_model``), and the summary and, for a
+    """A saved model with its spec (``workbench.models.saved.save_model``), and the summary and, for a
     ``workbench train`` run, the config of the run that wrote it (empty when there is none)."""
 
     model: nn.Module
@@ -93,7 +93,7 @@ def load_trained(path: str | Path, key: str = "model") -> TrainedModel:
 
     from omegaconf import OmegaConf
 
-    from workbench.checkpoint import load_model
+    from workbench.models.saved import load_model
 
     file = model_file(path, key)
     net, spec = load_model(file)

@@ -252,7 +252,7 @@ class Trainer:
         self.should_stop = False
         self.history: list[dict[str, float]] = []
         self._pending_logs: dict[str, float] = {}
-        self._interrupt = _DeferredInterrupt()
+        self._interrupt = DeferredInterrupt()
 
     # ----------------------------------------------------------------- setup
     def _wrap(self, model: nn.Module) -> nn.Module:
@@ -415,7 +415,7 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_fit_start(self)
         logs: dict[str, float] = dict(self.history[-1]) if self.history else {}
-        with _DeferredInterrupt() as interrupt:
+        with DeferredInterrupt() as interrupt:
             self._interrupt = interrupt
             while self.epoch < self.max_epochs and not self.should_stop:
                 logs = self._run_epoch()
@@ -587,7 +587,7 @@ class Trainer:
         return distributed.broadcast_object(result)
 
 
-class _DeferredInterrupt:
+class DeferredInterrupt:
     """Turns the first Ctrl-C or SIGTERM (a scheduler's stop) into a flag checked between optimizer steps;
     a second signal stops at once.
 
@@ -606,7 +606,7 @@ class _DeferredInterrupt:
             raise KeyboardInterrupt
         self.requested = True
 
-    def __enter__(self) -> _DeferredInterrupt:
+    def __enter__(self) -> DeferredInterrupt:
         if threading.current_thread() is threading.main_thread():
             self._previous = {sig: signal.signal(sig, self._handler) for sig in self.SIGNALS}
         return self

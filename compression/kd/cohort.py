@@ -17,8 +17,8 @@ from torch.utils.data import Dataset
 
 from compression.kd.registry import Built, KDContext, KDMethod
 from workbench.callbacks import Callback
-from workbench.checkpoint import unwrap_model
 from workbench.errors import WorkbenchError
+from workbench.models.saved import unwrap_model
 from workbench.trainer import evaluate_classifier
 
 

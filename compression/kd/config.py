@@ -93,7 +93,7 @@ KDConfig.__doc__ = KDBase.__doc__
 
 
 def student_spec(cfg: Any, info: Any) -> dict:
-    """What ``workbench.checkpoint.load_model`` needs to rebuild the student."""
+    """What ``workbench.models.saved.load_model`` needs to rebuild the student."""
     spec = {
         "name": cfg.student,
         "num_classes": info.num_classes,

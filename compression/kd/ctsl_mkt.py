@@ -25,11 +25,11 @@ from torch import nn
 
 from compression.kd.cohort import Cohort, CohortMethod, MemberAccuracy
 from compression.kd.registry import KD_METHODS, Built, KDContext, new_cohort
-from workbench.checkpoint import unwrap_model
 from workbench.config import opt
 from workbench.distill import dml_loss, kd_loss, rkd_angle_loss, rkd_distance_loss
 from workbench.errors import WorkbenchError
 from workbench.models import FeatureHooks, frozen_copy
+from workbench.models.saved import unwrap_model
 from workbench.trainer import Objective, ObjectiveOutput
 
 

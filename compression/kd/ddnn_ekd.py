@@ -34,12 +34,12 @@ from torch.utils.data import Dataset
 
 from compression.kd.registry import KD_METHODS, Built, KDContext, KDMethod, new_student
 from workbench.callbacks import Callback
-from workbench.checkpoint import unwrap_model
 from workbench.config import opt
 from workbench.distill import attention_transfer_loss, kd_loss
 from workbench.errors import WorkbenchError
 from workbench.flops import model_cost
 from workbench.models import FeatureHooks, frozen_bn_stats, get_module, recalibrated_bn
+from workbench.models.saved import unwrap_model
 from workbench.trainer import Objective, ObjectiveOutput, evaluate_classifier
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from torch import nn
 
-from workbench.checkpoint import load_model
 from workbench.models import frozen_copy
+from workbench.models.saved import load_model
 from workbench.trained import train_run_model_file
 
 

@@ -423,8 +423,8 @@ class OneShotMethod(FilterMethod):
     knob_name: ClassVar[str] = ""
 
     def compress(self, job: FilterJob) -> FilterOutcome:
-        from workbench.checkpoint import load_model, save_model
         from workbench.io import atomic_write_json
+        from workbench.models.saved import load_model, save_model
 
         cfg, run, device, shape, data = job.cfg, job.run, job.device, job.shape, job.data
         if run.resumed and (run.checkpoints / PRUNED_FILE).is_file():

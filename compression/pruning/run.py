@@ -2,7 +2,7 @@
 on the shared pipeline (``compression.pipeline``: source model → compress → fine-tune → save → summary).
 
 The method is looked up in its registry (``SGLP_RULES[cfg.baseline]``, ``FILTER_METHODS[cfg.method]``);
-the compressed model is saved with ``workbench.checkpoint.save_model`` (``workbench eval model=RUN_DIR``
+the compressed model is saved with ``workbench.models.saved.save_model`` (``workbench eval model=RUN_DIR``
 loads it) beside a before/after ``summary.json``. Method logic: ``compression.pruning.sglp`` and
 ``compression.pruning.filters``.
 """
@@ -83,7 +83,7 @@ def run_sglp(cfg: SGLPConfig, run: Run) -> dict:
 
 
 def _load_pruned(run: Run) -> tuple[nn.Module, dict]:
-    from workbench.checkpoint import load_model
+    from workbench.models.saved import load_model
 
     return load_model(run.checkpoints / PRUNED_FILE)
 
@@ -107,8 +107,8 @@ def prepare_sglp(cfg: SGLPConfig, run: Run) -> tuple[Prepared, list[str], int, d
 
 def select_and_remove(prep: Prepared, units: list[str], remove: int, macs: dict[str, int]) -> tuple[nn.Module, dict]:
     """The method: the rule's selection at the budget, the units removed; saved so that --resume skips it."""
-    from workbench.checkpoint import save_model
     from workbench.io import atomic_write_json
+    from workbench.models.saved import save_model
 
     cfg, run, model, device, data = prep.cfg, prep.run, prep.model, prep.device, prep.data
     acc_before = accuracy(model, data.test, device, cfg.eval_batch_size)

@@ -54,7 +54,7 @@ def test_sglp_end_to_end(trained):
     import torch
 
     from compression.pruning.sglp import unit_macs
-    from workbench.checkpoint import load_model
+    from workbench.models.saved import load_model
 
     model_dir, root = trained
     res = workbench_cli(

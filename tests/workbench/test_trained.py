@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from workbench.checkpoint import save_model
 from workbench.errors import WorkbenchError
 from workbench.models import build_model
+from workbench.models.saved import save_model
 from workbench.trained import MODEL_FILE, load_trained, model_file, train_run_model_file
 
 

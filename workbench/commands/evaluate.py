@@ -23,9 +23,9 @@ class EvalConfig(CommonConfig):
 
 
 def run(cfg: EvalConfig, run: None) -> dict:
-    from workbench.checkpoint import load_model
     from workbench.data import get_dataset
     from workbench.device import choose_device
+    from workbench.models.saved import load_model
     from workbench.trained import model_file
     from workbench.trainer import evaluate_classifier
 

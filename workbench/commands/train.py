@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from workbench.checkpoint import save_model
 from workbench.config import CommonConfig, opt
 from workbench.data.config import DataConfig, load_splits
 from workbench.device import choose_device
+from workbench.models.saved import save_model
 from workbench.runs import Run
 from workbench.trainer import Trainer, TrainerConfig
 
@@ -32,7 +32,7 @@ class TrainCommandConfig(TrainerConfig, DataConfig, CommonConfig):
 
 
 def model_spec(cfg: TrainCommandConfig, info) -> dict:
-    """What :func:`workbench.checkpoint.load_model` needs to rebuild the model and find its test data."""
+    """What :func:`workbench.models.saved.load_model` needs to rebuild the model and find its test data."""
     return {
         "name": cfg.model,
         "num_classes": info.num_classes,
