@@ -170,9 +170,7 @@ def _improvement(xs: list[np.ndarray], ys: list[np.ndarray]) -> np.ndarray:
     return np.mean(per_task, axis=0)
 
 
-def probability_of_improvement(
-    x: Scores, y: Scores, reps: int = 2000, seed: int = 0, level: float = 0.95
-) -> Estimate:
+def probability_of_improvement(x: Scores, y: Scores, reps: int = 2000, seed: int = 0, level: float = 0.95) -> Estimate:
     """P(X > Y), ties counted ½, averaged over tasks, with an independent stratified bootstrap CI."""
     xs, ys = as_tasks(x), as_tasks(y)
     if len(xs) != len(ys):
