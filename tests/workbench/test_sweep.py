@@ -24,15 +24,19 @@ TINY = ["dataset=digits", "model=mlp", "batch_size=64", "progress=false"]
 
 
 def sweep_cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, "-m", "workbench.cli", "sweep", *args],
         capture_output=True,
         text=True,
-        env=env,
+        env=child_env(),
         timeout=timeout,
         cwd=ROOT,
     )
+
+
+def child_env() -> dict[str, str]:
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
 
 
 def the_sweep(run_root: Path) -> Path:
@@ -172,7 +176,7 @@ def test_sigterm_one_run_then_resume_finishes_it_exactly_and_reruns_nothing(tmp_
         "retries=0",
         "report_reps=200",
     ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = child_env()
     driver = subprocess.Popen(
         [sys.executable, "-m", "workbench.cli", "sweep", *args],
         cwd=ROOT,

@@ -229,4 +229,5 @@ class SlurmLauncher(_Launcher):
             exit_code=res["exit_code"],
             run_dir=res["run_dir"],
             attempts=s.status[point.index]["attempts"] + res["attempts"],
+            seconds=res.get("seconds"),
         )

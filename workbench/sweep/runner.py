@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,7 @@ class RunTask:
                     if k in os.environ
                 }
             )
-        rc, attempts = 1, 0
+        rc, attempts, start = 1, 0, time.perf_counter()
         for _ in range(self.retries + 1):
             state, run_dir, argv = next_attempt(self.command, self.fresh_argv, self.folder, self.seed)
             if state == "done":
@@ -111,7 +112,13 @@ class RunTask:
         state, run_dir, _ = next_attempt(self.command, self.fresh_argv, self.folder, self.seed)
         latest = run_dirs(self.folder)
         where = run_dir if run_dir is not None else (latest[-1] if latest else None)
-        return {"exit_code": 0 if state == "done" else rc, "run_dir": str(where or ""), "attempts": attempts}
+        seconds = round(time.perf_counter() - start, 2)
+        return {
+            "exit_code": 0 if state == "done" else rc,
+            "run_dir": str(where or ""),
+            "attempts": attempts,
+            "seconds": seconds,
+        }
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """submitit's hook on pre-emption/time-out: let the command save, then requeue this task."""
