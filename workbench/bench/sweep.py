@@ -26,7 +26,7 @@ JOBS = 2
 
 
 def _args(quick: bool) -> list[str]:
-    epochs = "1" if quick else "6"
+    epochs = "2" if quick else "20"
     return ["dataset=digits", "model=resnet20", f"epochs={epochs}", "batch_size=64", "lr=0.1", "progress=false"]
 
 
