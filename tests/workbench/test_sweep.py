@@ -304,3 +304,38 @@ def test_preempted_slurm_task_saves_and_its_requeue_resumes_the_run(tmp_path, mo
     (run_dir,) = folder.iterdir()
     assert (run_dir / "summary.json").is_file() and second["run_dir"] == str(run_dir)
     assert "--resume" in (tmp_path / "run.log").read_text()
+
+
+def test_next_attempt_skips_finished_resumes_partial_and_starts_fresh(tmp_path):
+    import yaml
+
+    from workbench.commands.train import TrainCommandConfig
+    from workbench.config import resolve_config, to_dict
+    from workbench.sweep.runner import next_attempt
+
+    cfg = resolve_config(TrainCommandConfig, ["dataset=digits", "model=mlp", "seed=3"])
+    fresh = ["train", "seed=3"]
+
+    def make(folder: str, summary: dict | None, ckpt: bool, **changes) -> Path:
+        d = tmp_path / "point" / folder
+        (d / "checkpoints").mkdir(parents=True)
+        (d / "config.yaml").write_text(yaml.safe_dump({**to_dict(cfg), **changes}))
+        if ckpt:
+            (d / "checkpoints" / "last.pt").write_bytes(b"x")
+        if summary is not None:
+            (d / "summary.json").write_text(json.dumps(summary))
+        return d
+
+    assert next_attempt(["train"], fresh, tmp_path / "point", 3, cfg) == ("fresh", None, fresh)
+    make("a-no-ckpt", None, False)
+    assert next_attempt(["train"], fresh, tmp_path / "point", 3, cfg)[0] == "fresh"
+    partial = make("b-partial", {"seed": 3, "complete": False}, True)
+    assert next_attempt(["train"], fresh, tmp_path / "point", 3, cfg) == (
+        "resume",
+        partial,
+        ["train", "--resume", str(partial)],
+    )
+    make("c-other-config", {"seed": 3}, True, lr=0.5)
+    assert next_attempt(["train"], fresh, tmp_path / "point", 3, cfg)[0] == "resume"
+    done = make("d-done-no-seed", {"acc": 1.0}, True, run_root="elsewhere", name="x")  # bookkeeping keys differ
+    assert next_attempt(["train"], fresh, tmp_path / "point", 3, cfg) == ("done", done, [])

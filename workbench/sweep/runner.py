@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.runs import CONFIG_FILE, SUMMARY_FILE, finished_run
+from workbench.config import to_dict
+from workbench.runs import BOOKKEEPING_KEYS, CONFIG_FILE, finished_run, load_config_dict, load_summary
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 WARM_MODULES = ("torch", "torchvision", "workbench.plots", "torch.utils.tensorboard", "sklearn.datasets")
@@ -69,14 +70,37 @@ def resumable_dir(folder: str | Path) -> Path | None:
     """The newest unfinished run of the point that has a checkpoint to continue from."""
     for d in reversed(run_dirs(folder)):
         ckpt = d / "checkpoints"
-        if not (d / SUMMARY_FILE).exists() and ckpt.is_dir() and any(ckpt.iterdir()):
+        if not _complete(d) and ckpt.is_dir() and any(ckpt.iterdir()):
+            return d
+    return None
+
+
+def _complete(run_dir: Path) -> bool:
+    """A ``summary.json`` that does not say ``"complete": false`` (a run that writes partial summaries)."""
+    summary = load_summary(run_dir)
+    return summary is not None and summary.get("complete", True) is not False
+
+
+def finished_dir(folder: str | Path, seed: int, cfg: Any = None) -> Path | None:
+    """A finished run of the point: :func:`workbench.runs.finished_run` (``summary.json``, same seed and config
+    up to bookkeeping keys); for a command whose summary does not record the seed, the newest run with a
+    ``summary.json`` and the same config (the folder is the point's own). A summary marked
+    ``"complete": false`` is a run still to be resumed."""
+    done = finished_run(folder, seed, cfg)
+    if done is not None and _complete(done):
+        return done
+    want = None if cfg is None else {k: v for k, v in to_dict(cfg).items() if k not in BOOKKEEPING_KEYS}
+    for d in reversed(run_dirs(folder)):
+        if not _complete(d):
+            continue
+        if want is None or {k: v for k, v in load_config_dict(d).items() if k not in BOOKKEEPING_KEYS} == want:
             return d
     return None
 
 
 def next_attempt(command: list[str], fresh_argv: list[str], folder: str | Path, seed: int, cfg: Any = None):
     """``("done", dir, [])``, ``("resume", dir, argv)`` or ``("fresh", None, argv)`` for a grid point."""
-    done = finished_run(folder, seed, cfg)
+    done = finished_dir(folder, seed, cfg)
     if done is not None:
         return "done", done, []
     partial = resumable_dir(folder)
