@@ -128,8 +128,8 @@ def plot_performance_profiles(
     with its bootstrap band (Agarwal et al., arXiv:2108.13264, Fig. 5 style)."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for label, (taus, point, low, high) in profiles.items():
-        (line,) = ax.plot(taus, point, label=label)
-        ax.fill_between(taus, low, high, alpha=0.2, color=line.get_color())
+        (line,) = ax.plot(taus, point, label=label, drawstyle="steps-post")
+        ax.fill_between(taus, low, high, alpha=0.2, color=line.get_color(), step="post")
     ax.set(xlabel=f"{xlabel} (τ)", ylabel="fraction of runs with score > τ", title=title, ylim=(-0.02, 1.02))
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)

@@ -240,7 +240,7 @@ def write_stats(
     ]
     paths_out.append(
         plot_performance_profiles(
-            profiles, out / "profile.png", xlabel=metric, title=f"performance profile ({method_text.split(',')[0]})"
+            profiles, out / "profile.png", xlabel=metric, title="performance profile, 95% stratified bootstrap bands"
         )
     )
     return paths_out
