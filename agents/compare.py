@@ -1,6 +1,8 @@
-"""``workbench rl compare``: every (method, seed) of one train config as sub-runs in this process, then a
-table (per-student final return, group best, mean return over training, human-normalised for Atari; mean ±
-std over seeds) and learning curves with seed bands.
+"""``workbench rl compare``: every (method, seed) of one train config as a grid of ``workbench rl train`` runs
+through the core sweep (``workbench.sweep``: each run its own process, ``jobs`` = cores at once, finished runs
+skipped and interrupted ones resumed on ``--resume``), then a table (per-student final return, group best,
+mean return over training, human-normalised for Atari; mean ± std over seeds), the sweep's statistics
+(``stats.md``: IQM and bootstrap CIs) and learning curves with seed bands.
 
 Sub-runs live under ``<compare run>/runs/rl/...``, so ``workbench report`` and TensorBoard see them too.
 """
@@ -9,12 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.config import CompareConfig, TrainConfig
-from workbench.config import resolve_config
+from agents.config import CompareConfig
 from workbench.io import atomic_write_text
 from workbench.plots import plot_bands
 from workbench.report import format_mean_std, to_csv, to_markdown
-from workbench.runs import Run, create_run, default_name
+from workbench.runs import Run
 from workbench.tracking import read_metrics
 
 
@@ -28,50 +29,47 @@ def _preset_for(cfg: CompareConfig) -> str:
     return "cartpole" if cfg.algo == "ppo" else "cartpole-dqn"
 
 
-def sub_config(cfg: CompareConfig, method: str, seed: int, run_root: str) -> TrainConfig:
-    from agents.train import run as _  # noqa: F401 - fail early if the training stack cannot import
-    from workbench.cli import load_object
-
-    presets = load_object("agents.commands:GROUP").commands[0].presets_dir()
-    overrides = [
-        f"env={cfg.env}",
-        f"algo={cfg.algo}",
-        f"method={method}",
-        f"seed={seed}",
-        f"students={cfg.students}",
-        f"total_steps={cfg.total_steps}",
-        f"device={cfg.device}",
-        f"run_root={run_root}",
-        f"progress={str(cfg.progress).lower()}",
-        *cfg.overrides,
-    ]
-    return resolve_config(TrainConfig, overrides, _preset_for(cfg), presets)
-
-
 def _cell(values: list[float]) -> str:
     return f"{format_mean_std(values)} (n={len(values)})" if values else "n/a"
 
 
-def run(cfg: CompareConfig, run: Run) -> dict[str, Any]:
-    from agents.train import Trainer
+def grid_args(cfg: CompareConfig) -> list[str]:
+    """The ``workbench rl train`` grid of the compare: methods × seeds, the shared keys, then ``overrides``
+    (which replace a shared key of the same name)."""
+    keys = {
+        "env": cfg.env,
+        "algo": cfg.algo,
+        "method": ",".join(cfg.methods),
+        "seed": ",".join(str(s) for s in cfg.seeds),
+        "students": str(cfg.students),
+        "total_steps": str(cfg.total_steps),
+        "device": cfg.device,
+        "progress": str(cfg.progress).lower(),
+    }
+    for item in cfg.overrides:
+        key, _, value = item.partition("=")
+        keys[key.strip()] = value
+    return ["--preset", _preset_for(cfg), *(f"{k}={v}" for k, v in keys.items())]
 
+
+def run(cfg: CompareConfig, run: Run) -> dict[str, Any]:
+    from workbench.errors import WorkbenchError
+    from workbench.runs import load_summary
+    from workbench.sweep import run_sweep
+
+    run.commit()  # the sub-runs are the sweep's: a resumed compare never rolls back runs it finished
+    sweep = run_sweep(["rl", "train"], grid_args(cfg), sweep_dir=run.dir)
+    failed = [e["name"] for e in sweep.runs if e["status"] != "done"]
     results: dict[str, list[dict[str, Any]]] = {m: [] for m in cfg.methods}
     curves: dict[str, list[tuple[list[float], list[float]]]] = {m: [] for m in cfg.methods}
-    # validate every sub-config before anything trains
-    configs = [(m, s, sub_config(cfg, m, s, str(run.dir / "runs"))) for m in cfg.methods for s in cfg.seeds]
-    for method, seed, sub_cfg in configs:
-        print(f"== {method} seed {seed}", flush=True)
-        sub = create_run("rl", sub_cfg, default_name(sub_cfg, ("env", "algo", "method")))
-        trainer = Trainer(sub_cfg, sub)
-        try:
-            summary = trainer.train()
-        finally:
-            trainer.close()
-            sub.close()
-        sub.write_summary(summary)
-        summary["run_dir"] = str(sub.dir)
+    for entry in (e for e in sweep.runs if e["status"] == "done"):
+        method = entry["values"].get("method", cfg.methods[0])
+        summary = dict(load_summary(entry["run_dir"]) or {})
+        summary["run_dir"] = entry["run_dir"]
         results[method].append(summary)
-        points = [(e["step"], e["group/mean_return"]) for e in read_metrics(sub.dir) if "group/mean_return" in e]
+        points = [
+            (e["step"], e["group/mean_return"]) for e in read_metrics(entry["run_dir"]) if "group/mean_return" in e
+        ]
         if points:
             curves[method].append(([p[0] for p in points], [p[1] for p in points]))
     header, cells, rows = _table(cfg, results)
@@ -97,8 +95,14 @@ def run(cfg: CompareConfig, run: Run) -> dict[str, Any]:
         "total_steps": cfg.total_steps,
         "seeds": list(cfg.seeds),
         "methods": rows,
+        "failed_runs": failed,
     }
-    run.write_summary(summary)
+    run.write_summary(summary)  # also when runs failed: the finished ones stay, --resume runs the rest
+    if failed:
+        raise WorkbenchError(
+            f"{len(failed)} runs failed ({', '.join(failed)}); see {run.dir / 'status.md'} and logs/, then: "
+            f"workbench rl compare --resume {run.dir}"
+        )
     return summary
 
 
