@@ -1,7 +1,9 @@
-"""``workbench cil compare``: every (method, seed) as an in-process sub-run, then a mean ± std table and plots.
+"""``workbench cil compare``: every (method, seed) as a ``workbench cil run`` of the core sweep
+(``workbench.sweep``: each run its own process, ``jobs`` = cores at once), then a mean ± std table and plots.
 
-Sub-runs live under ``<compare run>/runs/cil/<benchmark>_<method>/``; ``--resume`` skips finished ones and
-resumes an interrupted one from its last task. Outputs: ``table.md`` / ``table.csv`` (last accuracy, average
+Sub-runs live under ``<compare run>/runs/cil/<NNN_method-..._seed-...>/``; ``--resume`` skips finished ones and
+resumes an interrupted one from its last task. The sweep also writes ``stats.md`` (IQM, bootstrap CIs).
+Outputs: ``table.md`` / ``table.csv`` (last accuracy, average
 incremental accuracy, average forgetting, seconds per task; mean ± std over seeds with n),
 ``plots/seen_acc.png`` (seen-class accuracy per task, seed bands) and ``plots/acc_matrix_<method>.png``
 (seed-mean accuracy matrix), and in ``summary.json`` the per-method numbers and the goal check of
@@ -10,14 +12,16 @@ BENCHMARKS.md (eTag/IR last accuracy ≥ 50 and ≥ 30 points above the best of 
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import warnings
-from pathlib import Path
 from typing import Any
 
+from workbench.config import flatten_dict, to_dict
+from workbench.errors import WorkbenchError
 from workbench.io import atomic_write_text
 from workbench.report import format_mean_std, mean_std, to_csv, to_markdown
-from workbench.runs import Run, create_run, load_summary, open_run
+from workbench.runs import Run, load_summary
+from workbench.sweep import run_sweep
 
 METRICS = (
     ("last_acc", "last acc (%)"),
@@ -28,42 +32,31 @@ METRICS = (
 BASELINES = ("naive", "lwf", "ewc")
 
 
-def _sub_config(cfg: Any, method: str, seed: int, root: Path) -> Any:
+def _text(value: Any) -> str:
+    """A config value as the ``key=value`` text a command line would give."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "null"
+    if isinstance(value, (list, tuple)):
+        return json.dumps(list(value))
+    return str(value)
+
+
+def grid_args(cfg: Any) -> list[str]:
+    """The ``workbench cil run`` grid of the compare: methods × seeds, and every run key that differs from
+    its default (the compare's preset and overrides, resolved)."""
     from continual.config import CILConfig
 
-    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(CILConfig)}
-    values.update(method=method, seed=seed, class_order=[], run_root=str(root), name="")
-    return CILConfig(**values)
-
-
-def _existing(root: Path, name: str, seed: int) -> Path | None:
-    folder = root / "cil" / name
-    found = sorted(folder.glob(f"*-s{seed}")) if folder.is_dir() else []
-    return found[-1] if found else None
-
-
-def _one(cfg: Any, method: str, seed: int, root: Path) -> dict[str, Any]:
-    from continual.run import run as run_one
-    from workbench.config import resolve_config
-
-    sub = _sub_config(cfg, method, seed, root)
-    name = f"{cfg.benchmark}_{method}"
-    previous = _existing(root, name, seed)
-    if previous is not None:
-        summary = load_summary(previous)
-        if summary and summary.get("complete"):
-            return summary
-        sub_run, saved = open_run(previous, "cil")
-        from continual.config import CILConfig
-
-        sub = resolve_config(CILConfig, base=saved)
-    else:
-        sub_run = create_run("cil", sub, name)
-    print(f"== {method} seed {seed}: {sub_run.dir}", flush=True)
-    try:
-        return run_one(sub, sub_run)
-    finally:
-        sub_run.close()
+    defaults = flatten_dict(to_dict(CILConfig()))
+    skip = {"method", "seed", "class_order", "name", "run_root"}
+    args = [f"method={','.join(cfg.methods)}", f"seed={','.join(str(s) for s in cfg.seeds)}"]
+    for key, value in flatten_dict(to_dict(cfg)).items():
+        if key in defaults and key not in skip and value != defaults[key]:
+            if isinstance(value, str) and ("," in value or ";" in value):
+                raise WorkbenchError(f"'{key}' holds a comma ({value!r}); a compare cannot pass it to its runs")
+            args.append(f"{key}={_text(value)}")
+    return args
 
 
 def goal_check(results: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
@@ -93,11 +86,15 @@ def run(cfg: Any, run: Run) -> dict[str, Any]:
 
     from workbench.plots import plot_bands, plot_matrix
 
-    root = run.dir / "runs"
+    run.commit()  # the sub-runs are the sweep's: a resumed compare never rolls back runs it finished
+    sweep = run_sweep(["cil", "run"], grid_args(cfg), sweep_dir=run.dir)
+    failed = [e["name"] for e in sweep.runs if e["status"] != "done"]
     summaries: dict[str, list[dict[str, Any]]] = {m: [] for m in cfg.methods}
-    for method in cfg.methods:
-        for seed in cfg.seeds:
-            summaries[method].append(_one(cfg, method, seed, root))
+    for entry in (e for e in sweep.runs if e["status"] == "done"):
+        summaries[entry["values"].get("method", cfg.methods[0])].append(load_summary(entry["run_dir"]) or {})
+    summaries = {m: ss for m, ss in summaries.items() if ss}
+    if not summaries:
+        raise WorkbenchError(f"every run failed ({', '.join(failed)}); see {run.dir / 'status.md'} and logs/")
 
     results = {m: {k: [s[k] for s in ss] for k, _ in METRICS} for m, ss in summaries.items()}
     header = ["method", "n", *[label for _, label in METRICS]]
@@ -130,13 +127,13 @@ def run(cfg: Any, run: Run) -> dict[str, Any]:
                 vmin=0,
                 vmax=100,
             )
-    print(f"\n{cfg.benchmark}, {len(cfg.seeds)} seeds ({'eval on ' + summaries[cfg.methods[0]][0]['eval_split']})")
+    print(f"\n{cfg.benchmark}, {len(cfg.seeds)} seeds (eval on {next(iter(summaries.values()))[0]['eval_split']})")
     print(table)
     summary = {
         "benchmark": cfg.benchmark,
         "methods": list(cfg.methods),
         "seeds": list(cfg.seeds),
-        "eval_split": summaries[cfg.methods[0]][0]["eval_split"],
+        "eval_split": next(iter(summaries.values()))[0]["eval_split"],
         "results": {
             m: {k: {"mean": mean_std(v)[0], "std": mean_std(v)[1], "values": v} for k, v in r.items()}
             for m, r in results.items()
@@ -144,6 +141,12 @@ def run(cfg: Any, run: Run) -> dict[str, Any]:
         "seen_acc": {m: [s["seen_acc"] for s in ss] for m, ss in summaries.items()},
         "goal": goal_check(results),
         "table": table,
+        "failed_runs": failed,
     }
-    run.write_summary(summary)
+    run.write_summary(summary)  # also when runs failed: the finished ones stay, --resume runs the rest
+    if failed:
+        raise WorkbenchError(
+            f"{len(failed)} runs failed ({', '.join(failed)}); see {run.dir / 'status.md'} and logs/, then: "
+            f"workbench cil compare --resume {run.dir}"
+        )
     return summary

@@ -1,4 +1,4 @@
-"""``workbench report PATH... [out=DIR] [metric=KEY] [by=KEY] [reps=N]``: tables of the runs under the paths.
+"""``workbench report PATH... [out=DIR] [metric=KEY] [by=KEY] [reps=N] [gamma=X]``: tables of the runs.
 
 ``report.md``/``report.csv``: runs whose resolved configs differ only in ``seed`` (and bookkeeping keys such as
 ``name``, ``run_root``, ``device``) form one row; each numeric summary value is shown as mean ± std with the
@@ -109,7 +109,17 @@ def write_report(paths: Sequence[str | Path], out: str | Path) -> tuple[Path, Pa
 
 
 #: summary keys tried first as the metric of ``stats.md``
-PREFERRED_METRICS = ("normalized_score", "score", "mean_return", "return", "test_acc", "final_acc", "avg_acc", "acc")
+PREFERRED_METRICS = (
+    "normalized_score",
+    "score",
+    "mean_return",
+    "return",
+    "test_acc",
+    "last_acc",
+    "final_acc",
+    "avg_acc",
+    "acc",
+)
 STRATA_KEYS = ("env", "dataset", "benchmark", "task", "game")
 
 
@@ -126,14 +136,21 @@ def choose_metric(rows: list[dict[str, Any]]) -> str:
     return next((k for k in keys if any(w in k for w in ("score", "return", "acc"))), keys[0])
 
 
-def stat_cells(rows: list[dict[str, Any]], metric: str, by: str | None) -> tuple[dict[str, dict[str, list]], str]:
-    """``{method: {task: [metric per run]}}`` and the strata key used ('' for one stratum)."""
-    keys = sorted({k for r in rows for k in r["config"]})
-    varying = [k for k in keys if len({json.dumps(r["config"].get(k), default=str) for r in rows}) > 1]
+def stat_cells(
+    rows: list[dict[str, Any]], metric: str, by: str | None, keys: Sequence[str] | None = None
+) -> tuple[dict[str, dict[str, list]], str]:
+    """``{method: {task: [metric per run]}}`` and the strata key used ('' for one stratum).
+
+    A method is a combination of ``keys`` (default: every config key that varies between the rows, which
+    includes keys a run derives from its seed, e.g. a drawn class order; a sweep passes its grid keys)."""
+    all_keys = sorted({k for r in rows for k in r["config"]})
+    varying = [k for k in all_keys if len({json.dumps(r["config"].get(k), default=str) for r in rows}) > 1]
+    if keys is not None:
+        varying = [k for k in keys if k in all_keys and k != "seed"]
     if by is None:
         by = next((k for k in STRATA_KEYS if k in varying), "")
-    elif by not in keys:
-        raise WorkbenchError(f"unknown key '{by}' for by=; the runs' config keys are: {', '.join(keys)}")
+    elif by not in all_keys:
+        raise WorkbenchError(f"unknown key '{by}' for by=; the runs' config keys are: {', '.join(all_keys)}")
     method_keys = [k for k in varying if k != by]
     cells: dict[str, dict[str, list]] = {}
     for r in rows:
@@ -152,8 +169,13 @@ def write_stats(
     reps: int = 2000,
     seed: int = 0,
     gamma: float | None = None,
+    keys: Sequence[str] | None = None,
 ) -> list[Path]:
-    """Write ``stats.md``, ``stats.csv`` and ``profile.png`` into ``out``; returns their paths."""
+    """Write ``stats.md``, ``stats.csv`` and ``profile.png`` into ``out``; returns their paths.
+
+    ``gamma``: the optimality-gap target (default: 100 for an accuracy in %, 1 for scores within [0, 1]; for
+    other scores, e.g. raw returns, the gap is left out unless given). ``keys``: the keys that make a method
+    (see :func:`stat_cells`)."""
     import numpy as np
 
     from workbench import stats
@@ -163,30 +185,41 @@ def write_stats(
     if not rows:
         raise WorkbenchError("no runs found (folders with summary.json and config.yaml) under the given paths")
     metric = metric or choose_metric(rows)
-    cells, by = stat_cells(rows, metric, by)
+    cells, by = stat_cells(rows, metric, by, keys)
     cells = {m: t for m, t in cells.items() if t}
     if not cells:
         raise WorkbenchError(f"no run has a numeric '{metric}' in its summary.json; pass metric=KEY")
     pooled = np.concatenate([np.asarray(v, float) for t in cells.values() for v in t.values()])
-    if gamma is None:  # accuracies in percent: the gap to 100 %; normalised scores: to 1
-        gamma = 100.0 if pooled.max() > 1 and pooled.min() >= 0 and pooled.max() <= 100 else 1.0
+    if gamma is None:
+        if "acc" in metric and pooled.min() >= 0 and pooled.max() <= 100:
+            gamma = 100.0
+        elif pooled.min() >= 0 and pooled.max() <= 1:
+            gamma = 1.0
     method_text = stats.CI_METHOD.format(reps=reps, seed=seed)
     strata = f"strata: {by} ({len({t for c in cells.values() for t in c})} values)" if by else "one stratum"
     lines = [
         f"# Statistics of `{metric}`",
         "",
-        f"CI: {method_text}; {strata}. n: runs per cell (method × "
-        f"{by or 'all'}). Optimality gap threshold γ = {gamma:g}.",
+        f"CI: {method_text}; {strata}. n: runs per cell (method × {by or 'all'}). "
+        + (
+            f"Optimality gap threshold γ = {gamma:g}."
+            if gamma is not None
+            else "Optimality gap: not computed "
+            "(scores are neither accuracies in % nor within [0, 1]; normalise them or pass gamma=)."
+        ),
         "",
         "| method | cells | n | mean | median | IQM | optimality gap |",
         "|---|---|---|---|---|---|---|",
     ]
     csv_rows = [["method", "metric", "statistic", "value", "ci_low", "ci_high", "n_runs", "cells", "ci_method"]]
     for method, tasks in cells.items():
-        agg = stats.aggregate(list(tasks.values()), reps=reps, seed=seed, gamma=gamma)
+        agg = stats.aggregate(list(tasks.values()), reps=reps, seed=seed, gamma=1.0 if gamma is None else gamma)
+        if gamma is None:
+            del agg["optimality_gap"]
         sizes = sorted({len(v) for v in tasks.values()})
         n = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}–{sizes[-1]}"
-        lines.append(f"| {method} | {len(tasks)} | {n} | " + " | ".join(agg[k].format() for k in agg) + " |")
+        cols = [agg[k].format() if k in agg else "—" for k in ("mean", "median", "iqm", "optimality_gap")]
+        lines.append(f"| {method} | {len(tasks)} | {n} | " + " | ".join(cols) + " |")
         total = sum(len(v) for v in tasks.values())
         for k, e in agg.items():
             csv_rows.append([method, metric, k, e.value, e.low, e.high, total, len(tasks), method_text])
@@ -261,15 +294,19 @@ def main(argv: list[str]) -> int:
         return 0
     from workbench.command import parse_options
 
-    allowed = {"out": str, "metric": str, "by": str, "reps": int}
+    allowed = {"out": str, "metric": str, "by": str, "reps": int, "gamma": str}
     paths, opts = parse_options(argv, allowed, "workbench report")
     if not paths:
         raise WorkbenchError("workbench report needs at least one PATH holding run directories")
     if opts.get("reps", 2000) < 100:
         raise WorkbenchError(f"bad value for 'reps': {opts['reps']}; must be ≥ 100")
+    try:
+        gamma = float(opts["gamma"]) if "gamma" in opts else None
+    except ValueError:
+        raise WorkbenchError(f"bad value for 'gamma': {opts['gamma']!r} is not a number") from None
     out = opts.get("out") or (paths[0] if Path(paths[0]).is_dir() else ".")
     md_path, csv_path, md = write_report(paths, out)
-    stats_paths = write_stats(paths, out, opts.get("metric"), opts.get("by"), opts.get("reps", 2000))
+    stats_paths = write_stats(paths, out, opts.get("metric"), opts.get("by"), opts.get("reps", 2000), gamma=gamma)
     print(md)
     print((Path(out) / "stats.md").read_text())
     print(f"wrote {md_path}, {csv_path}, " + ", ".join(str(p) for p in stats_paths))

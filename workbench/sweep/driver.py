@@ -454,7 +454,12 @@ def write_sweep_report(sweep: Sweep) -> None:
     print(md)
     o = sweep.options
     paths = write_stats(
-        [sweep.runs_root], sweep.dir, metric=o.report_metric or None, by=o.report_by or None, reps=o.report_reps
+        [sweep.runs_root],
+        sweep.dir,
+        metric=o.report_metric or None,
+        by=o.report_by or None,
+        reps=o.report_reps,
+        keys=list(sweep.spec.grid),  # a method is a combination of swept values, not of derived keys
     )
     print(f"wrote {', '.join(str(p) for p in paths)}")
 
