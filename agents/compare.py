@@ -59,6 +59,8 @@ def run(cfg: CompareConfig, run: Run) -> dict[str, Any]:
 
     run.commit()  # the sub-runs are the sweep's: a resumed compare never rolls back runs it finished
     sweep = run_sweep(["rl", "train"], grid_args(cfg), sweep_dir=run.dir)
+    if sweep.exit_code == 130:  # the sweep was interrupted: stop like any command (save, print how to resume)
+        raise KeyboardInterrupt
     failed = [e["name"] for e in sweep.runs if e["status"] != "done"]
     results: dict[str, list[dict[str, Any]]] = {m: [] for m in cfg.methods}
     curves: dict[str, list[tuple[list[float], list[float]]]] = {m: [] for m in cfg.methods}

@@ -88,6 +88,8 @@ def run(cfg: Any, run: Run) -> dict[str, Any]:
 
     run.commit()  # the sub-runs are the sweep's: a resumed compare never rolls back runs it finished
     sweep = run_sweep(["cil", "run"], grid_args(cfg), sweep_dir=run.dir)
+    if sweep.exit_code == 130:  # the sweep was interrupted: stop like any command (save, print how to resume)
+        raise KeyboardInterrupt
     failed = [e["name"] for e in sweep.runs if e["status"] != "done"]
     summaries: dict[str, list[dict[str, Any]]] = {m: [] for m in cfg.methods}
     for entry in (e for e in sweep.runs if e["status"] == "done"):

@@ -248,10 +248,18 @@ def test_failing_run_is_retried_and_reported_while_the_other_finishes(tmp_path):
     assert (sweep / "stats.md").is_file()
 
 
+def _slurm_up() -> bool:
+    """sbatch on PATH and a controller that answers (the packages may be installed with the daemons stopped)."""
+    if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
+        return False
+    try:
+        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=15).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 @pytest.mark.slurm
-@pytest.mark.skipif(
-    shutil.which("sbatch") is None, reason="needs SLURM (scripts/slurm-setup.sh starts a one-node cluster)"
-)
+@pytest.mark.skipif(not _slurm_up(), reason="needs SLURM (scripts/slurm-setup.sh starts a one-node cluster)")
 def test_real_slurm_sweep_of_four_runs(tmp_path):
     pytest.importorskip("submitit")
     root = Path(os.environ.get("WORKBENCH_SLURM_TMP", tmp_path))  # a folder the slurmd user can write
