@@ -100,21 +100,29 @@ class LocalLauncher(_Launcher):
             raise
         pool.shutdown(wait=True)
 
-    def terminate_all(self) -> None:
-        """Ask every running child to save and stop (SIGTERM: the command checkpoints and exits 130)."""
+    def terminate_all(self, grace_s: float = 120.0) -> None:
+        """Ask every running child to save and stop (SIGTERM: the command checkpoints and exits 130). Each
+        worker thread collects its child's exit status (one reader only: a forkserver child's status can be
+        read once); a child still alive after ``grace_s`` is killed."""
         with self.lock:
             procs = list(self.live.values())
         for proc in procs:
             if _alive(proc):
                 os.kill(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            if _wait(proc, timeout=120) is None:
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            with self.lock:
+                if not self.live:
+                    return
+            time.sleep(0.1)
+        with self.lock:
+            for proc in self.live.values():
                 proc.kill()
 
     def run_point(self, point: Any, cfg: Any) -> None:
         s = self.sweep
         threads = s.options.threads()
-        seconds = 0.0
+        seconds = s.status[point.index]["seconds"] or 0.0  # over all attempts, also those of earlier invocations
         for _ in range(s.options.retries + 1):
             if s.stop.is_set():
                 return
