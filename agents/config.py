@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from agents.registry import ALGORITHMS, METHODS
 from workbench.config import CommonConfig, opt
 from workbench.errors import WorkbenchError
 
-ALGOS = ("ppo", "dqn")
-METHODS = ("independent", "opd-mean", "dml", "opd-da")
+ALGOS = ALGORITHMS.names()
 SCHEDULES = ("constant", "linear")
 INFERENCE = ("auto", "loop", "vmap")
 
@@ -26,13 +26,14 @@ class PPOConfig:
     clip_range: float = opt(0.1, "PPO clip range")
     clip_schedule: str = opt("linear", "clip-range schedule over training", SCHEDULES)
     schedule_steps: int = opt(
-        0, "env steps over which linear schedules reach 0 (0 = total_steps; RL Zoo budget for a truncated run)"
+        0, "env steps over which linear schedules reach 0 (0 = total_steps; RL Zoo budget for a truncated run)", ge=0
     )
     gamma: float = opt(0.99, "discount")
     gae_lambda: float = opt(0.95, "GAE lambda")
     ent_coef: float = opt(0.01, "entropy coefficient")
     vf_coef: float = opt(0.5, "value-loss coefficient")
     max_grad_norm: float = opt(0.5, "gradient-norm clip")
+    target_kl: float = opt(0.0, "stop an update's epochs once approx. KL > 1.5 x target_kl, as SB3 (0: off)", ge=0)
     net_arch: list[int] = opt([], "hidden layers after the feature extractor ([]: SB3's default for the policy)")
 
 
@@ -61,7 +62,9 @@ class TrainConfig(CommonConfig):
 
     env: str = opt("CartPole-v1", "Gymnasium id: ALE/<Game>-v5, <Game>NoFrameskip-v4, CartPole-v1, Acrobot-v1, ...")
     algo: str = opt("ppo", "RL algorithm of every student", ALGOS)
-    method: str = opt("opd-da", "independent (no distillation), opd-mean, dml, opd-da (decision attention)", METHODS)
+    method: str = opt(
+        "opd-da", "independent (no distillation), opd-mean, dml, opd-da (decision attention)", METHODS.names()
+    )
     students: int = opt(3, "group size M")
     total_steps: int = opt(100_000, "env steps per student")
     n_envs: int = opt(8, "envs per student")
@@ -96,26 +99,19 @@ class TrainConfig(CommonConfig):
     progress: bool = opt(True, "progress bar")
 
     def validate(self) -> None:
-        from agents.envs import observation_bytes, parse_env_id
+        from agents.envs import parse_env_id
 
         spec = parse_env_id(self.env)
         if self.students < 1:
             raise WorkbenchError(f"students must be >= 1, got {self.students}")
-        if self.method != "independent" and self.students < 2:
+        if METHODS[self.method].distils and self.students < 2:
             raise WorkbenchError(f"method={self.method} distils between students: set students >= 2")
         for key in ("total_steps", "n_envs", "frame_stack"):
             if getattr(self, key) < 1:
                 raise WorkbenchError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.temperature <= 0 or self.dqn_tau <= 0:
             raise WorkbenchError("temperature and dqn_tau must be > 0")
-        if self.algo == "ppo":
-            rollout = self.ppo.n_steps * self.n_envs
-            if self.ppo.batch_size < 2 or self.ppo.batch_size > rollout:
-                raise WorkbenchError(f"ppo.batch_size={self.ppo.batch_size} must be in [2, n_steps*n_envs={rollout}]")
-            if self.ppo.schedule_steps < 0:
-                raise WorkbenchError(f"ppo.schedule_steps must be >= 0 (0: total_steps), got {self.ppo.schedule_steps}")
-        if self.algo == "dqn":
-            check_replay_memory(self, observation_bytes(spec, self.frame_stack))
+        ALGORITHMS[self.algo].validate(self, spec)
 
 
 def available_memory() -> int:
@@ -178,7 +174,7 @@ class CompareConfig(CommonConfig):
 
     env: str = opt("CartPole-v1", "env id of every run")
     algo: str = opt("ppo", "RL algorithm", ALGOS)
-    methods: list[str] = opt(list(METHODS), "methods to compare", METHODS)
+    methods: list[str] = opt(list(METHODS.names()), "methods to compare", METHODS.names())
     seeds: list[int] = opt([0, 1, 2], "master seeds")
     students: int = opt(3, "group size")
     total_steps: int = opt(15_000, "env steps per student")
