@@ -59,3 +59,12 @@ def test_resume_after_first_task_matches_uninterrupted(method: str, run_root: Pa
     assert resumed["class_order"] == full["class_order"]
     steps = [json.loads(x)["step"] for x in (part_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps)
+
+
+def test_benchmark_brings_its_protocol_settings(run_root: Path, capsys) -> None:
+    """``benchmark=X`` trains with preset X's settings (issue 21 item 10); typed keys still win."""
+    run_dir = _run(run_root, "method=naive", "max_tasks=1", "lr=0.005")
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert (cfg["optimizer"], cfg["batch_size"], cfg["model"]) == ("adam", 32, "mlp")
+    assert cfg["lr"] == 0.005 and cfg["epochs"] == 1
+    assert "preset: split-digits-5" in capsys.readouterr().out
