@@ -495,3 +495,67 @@ def test_ddnn_step_moves_the_sub_network_toward_the_full_networks_outputs():
         after = kl_T(model(x), target, 2.5)
         set_depth(model, None)
     assert after < before.terms["kd_d1"] - 1e-5, f"{before.terms['kd_d1'].item()} -> {after.item()}"
+
+
+def test_mixskd_released_recipe_matches_the_authors_training_script():
+    model = small(2)
+    alpha, T, w_logit, w_feat, w_self = 0.7, 2.0, 0.6, 0.9, 1.4
+    torch.manual_seed(4)
+    objective = MixSKDObjective(model, C, (1, 8, 8), alpha, T, w_logit, w_feat, w_self, recipe="released").eval()
+    x, y = batch(6)
+    torch.manual_seed(11)
+    out = objective(model, x, y)
+    torch.manual_seed(11)
+    a = torch.tensor(alpha)
+    lam = float(torch.distributions.Beta(a, a).sample())
+    perm = torch.randperm(x.shape[0])
+    n = x.shape[0]
+
+    def interp(t):
+        return lam * t + (1 - lam) * t[perm]
+
+    z, f = forward_with(model, torch.cat([x, interp(x)]), STAGES)
+    aux, finals = [], []
+    for k, branch in enumerate(objective.branches.branches):  # branch k continues from stage k to the end
+        g = branch.body(f[STAGES[k]])
+        finals.append(g)
+        aux.append(branch.fc(g.mean((2, 3))))
+    finals.append(f[STAGES[-1]])
+    ce_ref = sum(ce(h[:n], y) for h in [*aux, z])  # CE on the original images only
+    logit_ref = sum(kl_T(h[n:], interp(h[:n]).detach(), T) + kl_T(interp(h[:n]), h[n:].detach(), T) for h in aux)
+    feat_ref = sum(((g[n:] - interp(g[:n])) ** 2).mean() for g in finals)  # final features of every path
+    st_int = objective.self_teacher([interp(g[:n]) for g in finals])
+    st_mix = objective.self_teacher([g[n:] for g in finals])
+
+    def mixed_ce(logits):
+        return lam * ce(logits, y) + (1 - lam) * ce(logits, y[perm])
+
+    st_ce = mixed_ce(st_int) + mixed_ce(st_mix)
+    # crossed: the self-teacher on the mixed image's features teaches the backbone's interpolated logits,
+    # the self-teacher on the interpolated features teaches the backbone on the mixed image
+    st_kd = kl_T(interp(z[:n]), st_mix.detach(), T) + kl_T(z[n:], st_int.detach(), T)
+    for name, ref in [("ce", ce_ref), ("logit_kd", logit_ref), ("feature", feat_ref)]:
+        close(out.terms[name], ref, name)
+    close(out.terms["self_teacher_ce"], st_ce, "self_teacher_ce")
+    close(out.terms["self_teacher_kd"], st_kd, "self_teacher_kd")
+    total = ce_ref + w_logit * logit_ref + w_feat * feat_ref + w_self * (st_ce + st_kd)
+    close(out.loss, total, "loss")
+    same_grads(out.loss, total, trainable(model, objective))
+
+
+def test_mixskd_step_lowers_the_consistency_term():
+    model = small(2)
+    torch.manual_seed(4)
+    objective = MixSKDObjective(model, C, (1, 8, 8), 0.7, 2.0, 30.0, 0.0, 0.0).eval()
+    x, y = batch(6)
+    params = trainable(model, objective)
+    torch.manual_seed(11)
+    before = objective(model, x, y)
+    grads = torch.autograd.grad(before.loss, params, allow_unused=True)
+    with torch.no_grad():
+        for p, g in zip(params, grads, strict=True):
+            if g is not None:
+                p -= 0.02 * g
+        torch.manual_seed(11)  # the same λ and pairing
+        after = objective(model, x, y).terms["logit_kd"]
+    assert after < 0.99 * before.terms["logit_kd"], f"{before.terms['logit_kd'].item()} -> {after.item()}"
