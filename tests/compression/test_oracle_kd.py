@@ -559,3 +559,16 @@ def test_mixskd_step_lowers_the_consistency_term():
         torch.manual_seed(11)  # the same λ and pairing
         after = objective(model, x, y).terms["logit_kd"]
     assert after < 0.99 * before.terms["logit_kd"], f"{before.terms['logit_kd'].item()} -> {after.item()}"
+
+
+def test_frozen_parts_stay_in_eval_mode_when_the_trainer_calls_train():
+    """The Trainer calls ``objective.train()``: teachers, teacher branches and moving averages keep their
+    BatchNorm running statistics (eval mode) whatever it says."""
+    objective, _, _ = hsakd_setup()
+    objective.train()
+    assert not objective.teacher.training and not objective.teacher_branches.training
+    assert objective.student_branches.training
+    kd = KDObjective(small(1)).train()
+    assert not kd.teacher.training
+    ctsl = CTSLObjective(Cohort([small(20), small(21)])).train()
+    assert not any(avg.training for avg in ctsl.averages)
