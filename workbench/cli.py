@@ -293,6 +293,28 @@ def _dispatch(argv: list[str]) -> int:
     raise WorkbenchError(f"unknown command '{head}'{suggest(head, valid)}; valid: {', '.join(sorted(valid))}")
 
 
+def find_command(argv: list[str]) -> tuple[Command, str, str, list[str]]:
+    """The config-driven command that ``argv`` starts with (``train``, ``rl train``...): the command, its prog
+    name, its group and the remaining arguments; anything else is a one-line WorkbenchError."""
+    groups = _groups()
+    core, _ = _core_commands()
+    if not argv:
+        raise WorkbenchError("name the command to run, e.g. 'train' or 'rl train'")
+    head, rest = argv[0], argv[1:]
+    core_by_name = {c.name: c for c in core}
+    if head in core_by_name:
+        return core_by_name[head], f"workbench {head}", head, rest
+    if head in groups:
+        grp: CommandGroup = load_object(groups[head])
+        names = {c.name: c for c in grp.commands}
+        sub = rest[0] if rest else ""
+        if sub in names:
+            return names[sub], f"workbench {head} {sub}", head, rest[1:]
+        raise WorkbenchError(f"unknown command '{head} {sub}'{suggest(sub, names)}; valid: {', '.join(names)}")
+    valid = [*core_by_name, *groups]
+    raise WorkbenchError(f"unknown command '{head}'{suggest(head, valid)}; valid: {', '.join(sorted(valid))}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``workbench`` script; returns the exit status."""
     from workbench.io import STORAGE_ERRNOS
