@@ -19,13 +19,17 @@ from workbench.tracking import read_metrics
 
 
 def _preset_for(cfg: CompareConfig) -> str:
+    """The algorithm's preset for the env's family (``atari``, ``minatar``, the env id, else ``default``)."""
+    from agents.envs import env_family
+    from agents.registry import ALGORITHMS
+
     if cfg.preset:
         return cfg.preset
-    if cfg.env.startswith("ALE/") or cfg.env.endswith("NoFrameskip-v4"):
-        return "atari-ppo-100k" if cfg.algo == "ppo" else "atari-dqn"
-    if cfg.env == "Acrobot-v1" and cfg.algo == "ppo":
-        return "acrobot"
-    return "cartpole" if cfg.algo == "ppo" else "cartpole-dqn"
+    presets = ALGORITHMS[cfg.algo].presets
+    for key in (env_family(cfg.env), cfg.env):
+        if key in presets:
+            return presets[key]
+    return presets["default"]
 
 
 def sub_config(cfg: CompareConfig, method: str, seed: int, run_root: str) -> TrainConfig:
@@ -53,7 +57,7 @@ def _cell(values: list[float]) -> str:
 
 
 def run(cfg: CompareConfig, run: Run) -> dict[str, Any]:
-    from agents.train import Trainer
+    from agents.train import GroupRunner
 
     results: dict[str, list[dict[str, Any]]] = {m: [] for m in cfg.methods}
     curves: dict[str, list[tuple[list[float], list[float]]]] = {m: [] for m in cfg.methods}
@@ -62,7 +66,7 @@ def run(cfg: CompareConfig, run: Run) -> dict[str, Any]:
     for method, seed, sub_cfg in configs:
         print(f"== {method} seed {seed}", flush=True)
         sub = create_run("rl", sub_cfg, default_name(sub_cfg, ("env", "algo", "method")))
-        trainer = Trainer(sub_cfg, sub)
+        trainer = GroupRunner(sub_cfg, sub)
         try:
             summary = trainer.train()
         finally:

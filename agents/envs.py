@@ -87,6 +87,15 @@ def parse_env_id(env_id: str) -> EnvSpec:
     )
 
 
+def env_family(env_id: str) -> str:
+    """``atari`` (ALE ids), ``minatar`` (MinAtar ids) or ``gym`` (anything else), from the id alone."""
+    if _ATARI_RE.match(env_id) or env_id.startswith("ALE/"):
+        return "atari"
+    if env_id.startswith("MinAtar/"):
+        return "minatar"
+    return "gym"
+
+
 def observation_bytes(spec: EnvSpec, frame_stack: int = 4) -> int:
     """Bytes of one stored observation (for the replay-buffer memory check)."""
     if spec.atari:
