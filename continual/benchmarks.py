@@ -84,39 +84,14 @@ def split_by_order(class_order: list[int], sizes: list[int]) -> list[list[int]]:
 
 
 def validation_indices(targets: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(train_idx, val_idx)``: ``round(fraction · n_c)`` items of every class c go to validation (seeded)."""
-    g = torch.Generator().manual_seed(derive_seed(seed, "validation"))
-    train, val = [], []
-    for c in torch.unique(targets).tolist():
-        members = (targets == c).nonzero().squeeze(1)
-        members = members[torch.randperm(len(members), generator=g)]
-        k = int(round(fraction * len(members)))
-        val.append(members[:k])
-        train.append(members[k:])
-    return torch.cat(train).sort().values, torch.cat(val).sort().values
+    """``(train_idx, val_idx)``: ``round(fraction · n_c)`` items of every class c go to validation, drawn with
+    ``derive_seed(seed, "validation")`` (the core's ``workbench.data.fraction_split``)."""
+    from workbench.data import fraction_split
+
+    return fraction_split(targets, fraction, derive_seed(seed, "validation"))
 
 
-class CropFlip:
-    """Per-item train augmentation on a normalised ``(C, H, W)`` tensor: random crop after padding with the
-    dataset's black level (the value a 0 pixel normalises to), then a left-right flip with probability ½."""
-
-    def __init__(self, padding: int, hflip: bool, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        self.padding, self.hflip = padding, hflip
-        self.fill = (-torch.tensor(mean) / torch.tensor(std)).view(-1, 1, 1)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.padding:
-            p = self.padding
-            c, h, w = x.shape
-            padded = self.fill.expand(c, h + 2 * p, w + 2 * p).clone()
-            padded[:, p : p + h, p : p + w] = x
-            dy, dx = torch.randint(0, 2 * p + 1, (2,)).tolist()
-            x = padded[:, dy : dy + h, dx : dx + w]
-        if self.hflip and torch.rand(()) < 0.5:
-            x = x.flip(-1)
-        return x
-
-
+#: crop padding and flip of the CIL protocols (crop + flip of normalised items: ``workbench.data.CropFlip``)
 AUGMENTATION = {"fashion-mnist": (2, False), "digits": (1, False), "cifar100": (4, True), "tiny-imagenet": (8, True)}
 
 
@@ -192,10 +167,12 @@ def build_stream(cfg: Any) -> Stream:
     from avalanche.benchmarks.scenarios.supervised import class_incremental_benchmark
     from avalanche.benchmarks.utils.classification_dataset import _make_taskaware_classification_dataset
 
+    from workbench.data.tensor_dataset import CropFlip
+
     groups: dict[str, Any] = {"train": None, "eval": None}
     if cfg.augment and proto.dataset in AUGMENTATION:
         pad, flip = AUGMENTATION[proto.dataset]
-        groups["train"] = CropFlip(pad, flip, info.mean, info.std)
+        groups["train"] = CropFlip(pad, flip, info.mean, info.std)  # the core's, on normalised items
     datasets = {
         "train": _make_taskaware_classification_dataset(train, transform_groups=groups),
         "test": _make_taskaware_classification_dataset(evaluation, transform_groups=groups),
