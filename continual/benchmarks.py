@@ -164,15 +164,26 @@ def build_stream(cfg: Any) -> Stream:
                 f"the {name} data of {proto.dataset} has no images of classes {missing[:10]}; "
                 "use a larger subset/test_subset or a smaller validation fraction"
             )
+    from workbench.data.tensor_dataset import CropFlip
+
+    train_transform = None
+    if cfg.augment and proto.dataset in AUGMENTATION:
+        pad, flip = AUGMENTATION[proto.dataset]
+        train_transform = CropFlip(pad, flip, info.mean, info.std)  # the core's, on normalised items
+    stream = make_stream(train, evaluation, order, sizes, train_transform)
+    stream.in_channels, stream.image_size = info.in_channels, tuple(info.image_size)
+    stream.dataset, stream.eval_split = proto.dataset, split
+    return stream
+
+
+def make_stream(train: Any, evaluation: Any, order: list[int], sizes: list[int], train_transform: Any = None) -> Stream:
+    """Avalanche's ``class_incremental_benchmark`` over two datasets with ``.targets`` (items ``(x, y)``): tasks
+    of ``sizes`` classes taken in ``order``; ``train_transform`` applies to training items only (the train
+    group: ``experience.dataset.eval()`` gives the unaugmented items)."""
     from avalanche.benchmarks.scenarios.supervised import class_incremental_benchmark
     from avalanche.benchmarks.utils.classification_dataset import _make_taskaware_classification_dataset
 
-    from workbench.data.tensor_dataset import CropFlip
-
-    groups: dict[str, Any] = {"train": None, "eval": None}
-    if cfg.augment and proto.dataset in AUGMENTATION:
-        pad, flip = AUGMENTATION[proto.dataset]
-        groups["train"] = CropFlip(pad, flip, info.mean, info.std)  # the core's, on normalised items
+    groups: dict[str, Any] = {"train": train_transform, "eval": None}
     datasets = {
         "train": _make_taskaware_classification_dataset(train, transform_groups=groups),
         "test": _make_taskaware_classification_dataset(evaluation, transform_groups=groups),
@@ -180,11 +191,11 @@ def build_stream(cfg: Any) -> Stream:
     scenario = class_incremental_benchmark(datasets, class_order=order, num_classes_per_exp=sizes)
     return Stream(
         scenario=scenario,
-        class_order=order,
+        class_order=list(order),
         task_classes=split_by_order(order, sizes),
-        num_classes=info.num_classes,
-        in_channels=info.in_channels,
-        image_size=tuple(info.image_size),
-        dataset=proto.dataset,
-        eval_split=split,
+        num_classes=len(order),
+        in_channels=1,
+        image_size=(1, 1),
+        dataset="tensors",
+        eval_split="test",
     )
