@@ -24,6 +24,10 @@ def _check_refused(result, run_root: Path, needle: str) -> None:
         (["benchmark=split-mnist-7"], "benchmark"),
         (["benchmark=cifar100-b50-10"], "cifar100"),
         (["benchmark=split-digits-5", "class_order=0,1,2"], "class_order"),
+        (["benchmark=split-digits-5", "etag.temperature=0"], "etag.temperature"),
+        (["benchmark=split-digits-5", "validation=1.0"], "validation"),
+        (["benchmark=split-digits-5", "baseline.ewc_lambda=-1"], "baseline.ewc_lambda"),
+        (["benchmark=split-digits-5", "lr=nan"], "lr"),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(cli, run_root: Path, tmp_path: Path, args: list, needle: str) -> None:
