@@ -1,6 +1,13 @@
-"""``workbench rl compare``: every (method, seed) of one train config as sub-runs in this process, then a
-table (per-student final return, group best, mean return over training, human-normalised for Atari; mean ±
-std over seeds) and learning curves with seed bands.
+"""``workbench rl compare``: every (game, method, seed) of one train config as sub-runs in this process, then
+per game a table (per-student final return, group best, mean return over training, human-normalised for
+Atari; mean ± std over seeds) and learning curves with seed bands, and the aggregate over games.
+
+Aggregate (Agarwal et al., arXiv 2108.13264, via :mod:`workbench.stats`): each run's ``score`` (default the
+students' mean final return) normalised per game as ``(score − random) / (reference − random)``, with
+``random`` the return of uniform random play measured here on the evaluation envs, and ``reference`` the
+human score for Atari, a ``references`` entry, or else the best score of any run of that game in this
+compare (stated in the report). Per method: IQM, mean, median with 95% stratified bootstrap CIs (strata:
+games); P(opd-da > each other method); performance profiles (``plots/profile.png``).
 
 Sub-runs live under ``<compare run>/runs/rl/...``, so ``workbench report`` and TensorBoard see them too.
 """
@@ -19,27 +26,29 @@ from workbench.runs import Run, create_run, default_name
 from workbench.tracking import read_metrics
 
 
-def _preset_for(cfg: CompareConfig) -> str:
+def _preset_for(cfg: CompareConfig, env: str | None = None) -> str:
     """The algorithm's preset for the env's family (``atari``, ``minatar``, the env id, else ``default``)."""
     from agents.envs import env_family
     from agents.registry import ALGORITHMS
 
+    env = env or cfg.env
     if cfg.preset:
         return cfg.preset
     presets = ALGORITHMS[cfg.algo].presets
-    for key in (env_family(cfg.env), cfg.env):
+    for key in (env_family(env), env):
         if key in presets:
             return presets[key]
     return presets["default"]
 
 
-def sub_config(cfg: CompareConfig, method: str, seed: int, run_root: str) -> TrainConfig:
+def sub_config(cfg: CompareConfig, method: str, seed: int, run_root: str, env: str | None = None) -> TrainConfig:
     from agents.train import run as _  # noqa: F401 - fail early if the training stack cannot import
     from workbench.cli import load_object
 
     presets = load_object("agents.commands:GROUP").commands[0].presets_dir()
+    env = env or cfg.env
     overrides = [
-        f"env={cfg.env}",
+        f"env={env}",
         f"algo={cfg.algo}",
         f"method={method}",
         f"seed={seed}",
@@ -50,22 +59,28 @@ def sub_config(cfg: CompareConfig, method: str, seed: int, run_root: str) -> Tra
         f"progress={str(cfg.progress).lower()}",
         *cfg.overrides,
     ]
-    return resolve_config(TrainConfig, overrides, _preset_for(cfg), presets)
+    return resolve_config(TrainConfig, overrides, _preset_for(cfg, env), presets)
 
 
 def _cell(values: list[float]) -> str:
     return f"{format_mean_std(values)} (n={len(values)})" if values else "n/a"
 
 
+def games(cfg: CompareConfig) -> list[str]:
+    return list(cfg.envs) or [cfg.env]
+
+
 def run(cfg: CompareConfig, run: Run) -> dict[str, Any]:
     from agents.train import GroupRunner
 
-    results: dict[str, list[dict[str, Any]]] = {m: [] for m in cfg.methods}
-    curves: dict[str, list[tuple[list[float], list[float]]]] = {m: [] for m in cfg.methods}
+    envs = games(cfg)
+    runs_root = str(run.dir / "runs")
     # validate every sub-config before anything trains
-    configs = [(m, s, sub_config(cfg, m, s, str(run.dir / "runs"))) for m in cfg.methods for s in cfg.seeds]
-    for method, seed, sub_cfg in configs:
-        print(f"== {method} seed {seed}", flush=True)
+    configs = [(e, m, s, sub_config(cfg, m, s, runs_root, e)) for e in envs for m in cfg.methods for s in cfg.seeds]
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {e: {m: [] for m in cfg.methods} for e in envs}
+    curves: dict[str, dict[str, list]] = {e: {m: [] for m in cfg.methods} for e in envs}
+    for env, method, seed, sub_cfg in configs:
+        print(f"== {env} {method} seed {seed}" if len(envs) > 1 else f"== {method} seed {seed}", flush=True)
         sub = create_run("rl", sub_cfg, default_name(sub_cfg, ("env", "algo", "method")))
         trainer = GroupRunner(sub_cfg, sub)
         try:
@@ -74,38 +89,164 @@ def run(cfg: CompareConfig, run: Run) -> dict[str, Any]:
             trainer.close()
             sub.close()
         sub.write_summary(summary)
-        plot_run(sub.dir, sub_cfg.students, f"{method} {cfg.algo} {cfg.env} seed {seed}")
+        plot_run(sub.dir, sub_cfg.students, f"{method} {cfg.algo} {env} seed {seed}")
         summary["run_dir"] = str(sub.dir)
-        results[method].append(summary)
+        results[env][method].append(summary)
         points = [(e["step"], e["group/mean_return"]) for e in read_metrics(sub.dir) if "group/mean_return" in e]
         if points:
-            curves[method].append(([p[0] for p in points], [p[1] for p in points]))
-    header, cells, rows = _table(cfg, results)
-    table = to_markdown(header, cells)
-    atomic_write_text(
-        run.dir / "report.md",
-        f"# {cfg.env} {cfg.algo}, {cfg.students} students, "
-        f"{cfg.total_steps} steps each, seeds {cfg.seeds}\n\n{table}\n",
-    )
-    atomic_write_text(run.dir / "report.csv", to_csv(header, cells))
-    plot_bands(
-        curves,
-        run.plots / "learning_curves.png",
-        "env steps per student",
-        "group mean return (training episodes)",
-        f"{cfg.env} {cfg.algo}",
-    )
-    print(table)
+            curves[env][method].append(([p[0] for p in points], [p[1] for p in points]))
+    title = f"{cfg.algo}, {cfg.students} students, {cfg.total_steps} steps each, seeds {cfg.seeds}"
+    sections, csv_parts, per_game = [], [], {}
+    for env in envs:
+        header, cells, rows = _table(cfg, results[env])
+        per_game[env] = rows
+        table = to_markdown(header, cells)
+        print(table if len(envs) == 1 else f"{env}\n{table}")
+        if len(envs) == 1:
+            sections.append(f"# {env} {title}\n\n{table}\n")
+        else:
+            sections.append(f"## {env}\n\n{table}\n\n![{env}](plots/learning_curves_{_slug(env)}.png)\n")
+        multi = len(envs) > 1
+        csv_parts.append(to_csv(["env", *header], [[env, *c] for c in cells]) if multi else to_csv(header, cells))
+        name = "learning_curves.png" if len(envs) == 1 else f"learning_curves_{_slug(env)}.png"
+        plot_bands(
+            curves[env], run.plots / name, "env steps per student", "group mean return (training episodes)",
+            f"{env} {cfg.algo}",
+        )
+    if len(envs) > 1:
+        sections.insert(0, f"# {len(envs)} games, {title}\n")
+    agg_text, agg = aggregate_section(cfg, results, run)
+    atomic_write_text(run.dir / "report.md", "\n".join(sections) + "\n" + agg_text)
+    atomic_write_text(run.dir / "report.csv", "".join(csv_parts) if len(envs) == 1 else "\n".join(csv_parts))
+    print(agg_text)
     summary = {
-        "env": cfg.env,
+        "env": envs[0] if len(envs) == 1 else envs,
         "algo": cfg.algo,
         "students": cfg.students,
         "total_steps": cfg.total_steps,
         "seeds": list(cfg.seeds),
-        "methods": rows,
+        "methods": per_game[envs[0]],
+        "aggregate": agg,
     }
+    if len(envs) > 1:
+        summary["games"] = per_game
     run.write_summary(summary)
     return summary
+
+
+def _slug(env: str) -> str:
+    return env.replace("/", "-")
+
+
+def random_return(cfg: CompareConfig, env: str, episodes: int) -> float:
+    """Mean unclipped return of uniform random play on ``episodes`` evaluation episodes of ``env``."""
+    import numpy as np
+
+    from agents.envs import make_env, parse_env_id
+    from agents.evaluate import run_episodes
+    from workbench.seeding import derive_seed
+
+    spec = parse_env_id(env)
+    sub = sub_config(cfg, cfg.methods[0], cfg.seeds[0], "", env)
+    venv = make_env(
+        spec, min(sub.eval_envs, episodes), derive_seed(cfg.seed, "random", env), sub.env_backend, evaluation=True,
+        sticky_actions=sub.sticky_actions, frame_stack=sub.frame_stack,
+    )
+    rng = np.random.default_rng(derive_seed(cfg.seed, "random-actions", env))
+    n = int(venv.action_space.n)
+    returns, _ = run_episodes(lambda obs: rng.integers(0, n, len(obs)), venv, episodes, sub.eval_max_steps)
+    venv.close()
+    return float(np.mean(returns))
+
+
+def _reference(cfg: CompareConfig, env: str, scores: list[float]) -> tuple[float, str]:
+    from agents.scores import SCORES, game_of
+
+    for entry in cfg.references:
+        key, _, value = entry.rpartition("=")
+        if key == env:
+            return float(value), "given (references)"
+    game = game_of(env)
+    if game in SCORES:
+        return SCORES[game][1], "human (Mnih et al. 2015)"
+    return max(scores), "best run of this compare"
+
+
+def aggregate_section(
+    cfg: CompareConfig, results: dict[str, dict[str, list[dict[str, Any]]]], run: Run
+) -> tuple[str, dict[str, Any]]:
+    """Normalised scores per game, and per method IQM/mean/median with CIs, P(opd-da > other), profiles."""
+    import numpy as np
+
+    from workbench import stats
+    from workbench.plots import plot_performance_profiles
+
+    envs = list(results)
+    normalised: dict[str, dict[str, list[float]]] = {m: {} for m in cfg.methods}
+    refs: dict[str, dict[str, Any]] = {}
+    for env in envs:
+        raw = {m: [r[cfg.score] for r in runs if r.get(cfg.score) is not None] for m, runs in results[env].items()}
+        pooled = [x for v in raw.values() for x in v]
+        if not pooled:
+            continue
+        low = random_return(cfg, env, cfg.random_episodes)
+        high, source = _reference(cfg, env, pooled)
+        if high == low:
+            high = low + 1.0
+            source += " (equal to random: scale 1)"
+        refs[env] = {"random": low, "reference": high, "reference_source": source}
+        for m, v in raw.items():
+            if v:
+                normalised[m][env] = [float(stats.min_max_normalise(x, low, high)) for x in v]
+    methods = [m for m in cfg.methods if normalised[m]]
+    out: dict[str, Any] = {"score": cfg.score, "normalisation": refs, "normalised": normalised, "methods": {}}
+    if not methods:
+        return "", out
+    method_text = stats.CI_METHOD.format(reps=cfg.bootstrap_reps, seed=cfg.seed)
+    lines = [
+        f"## Aggregate over {len(envs)} game{'s' if len(envs) > 1 else ''}: normalised `{cfg.score}`",
+        "",
+        "Normalised score = (score − random) / (reference − random) per game; random = uniform random play "
+        f"({cfg.random_episodes} evaluation episodes). CI: {method_text}.",
+        "",
+        "| game | random | reference | source |",
+        "|---|---|---|---|",
+        *[f"| {e} | {r['random']:.2f} | {r['reference']:.2f} | {r['reference_source']} |" for e, r in refs.items()],
+        "",
+        "| method | games | runs | IQM | mean | median |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in methods:
+        agg = stats.aggregate(list(normalised[m].values()), reps=cfg.bootstrap_reps, seed=cfg.seed)
+        runs = sum(len(v) for v in normalised[m].values())
+        lines.append(
+            f"| {m} | {len(normalised[m])} | {runs} | {agg['iqm'].format()} | {agg['mean'].format()} | "
+            f"{agg['median'].format()} |"
+        )
+        out["methods"][m] = {k: [e.value, e.low, e.high] for k, e in agg.items()}
+    if "opd-da" in methods and len(methods) > 1:
+        lines += ["", "| P(opd-da > Y) | shared games | estimate [95% CI] |", "|---|---|---|"]
+        out["probability_of_improvement"] = {}
+        for m in methods:
+            if m == "opd-da":
+                continue
+            shared = [e for e in normalised["opd-da"] if e in normalised[m]]
+            est = stats.probability_of_improvement(
+                [normalised["opd-da"][e] for e in shared], [normalised[m][e] for e in shared],
+                reps=cfg.bootstrap_reps, seed=cfg.seed,
+            )
+            lines.append(f"| {m} | {len(shared)} | {est.format()} |")
+            out["probability_of_improvement"][m] = [est.value, est.low, est.high]
+    pooled = np.concatenate([np.asarray(v) for m in methods for v in normalised[m].values()])
+    taus = np.linspace(pooled.min(), pooled.max(), 60) if pooled.max() > pooled.min() else pooled[:1]
+    reps, seed = cfg.bootstrap_reps, cfg.seed
+    profiles = {
+        m: (taus, *stats.performance_profile(list(normalised[m].values()), taus, reps=reps, seed=seed))
+        for m in methods
+    }
+    plot_performance_profiles(profiles, run.plots / "profile.png", xlabel=f"normalised {cfg.score}")
+    lines += ["", "![performance profiles](plots/profile.png)", ""]
+    return "\n".join(lines), out
 
 
 def _table(cfg: CompareConfig, results: dict[str, list[dict[str, Any]]]):

@@ -174,10 +174,28 @@ class CompareConfig(CommonConfig):
     preset: str = opt("", "train preset of every run (default: cartpole / atari-ppo / atari-dqn by env and algo)")
     overrides: list[str] = opt([], "extra train overrides, e.g. n_envs=4,eval_episodes=10")
     progress: bool = opt(False, "progress bar of each run")
+    envs: list[str] = opt([], "several env ids (games), e.g. MinAtar/Breakout-v1,MinAtar/Asterix-v1 (default: env)")
+    score: str = opt(
+        "group_mean_return", "per-run score of the aggregate", ("group_mean_return", "group_best_return")
+    )
+    references: list[str] = opt(
+        [], "reference scores ENV=SCORE for normalisation (default: Atari human, else the best run of the compare)"
+    )
+    random_episodes: int = opt(10, "episodes of uniform random play per game (normalisation's zero)", ge=1)
+    bootstrap_reps: int = opt(2000, "bootstrap replicates of the aggregate's CIs", ge=100)
 
     def validate(self) -> None:
         from agents.envs import parse_env_id
 
-        parse_env_id(self.env)
+        for env in self.envs or [self.env]:
+            parse_env_id(env)
+        for entry in self.references:
+            key, sep, value = entry.rpartition("=")
+            try:
+                float(value)
+            except ValueError:
+                key = ""
+            if not sep or not key:
+                raise WorkbenchError(f"bad reference '{entry}'; give ENV=SCORE, e.g. references=MinAtar/Breakout-v1=30")
         if not self.methods or not self.seeds:
             raise WorkbenchError("compare needs at least one method and one seed")
