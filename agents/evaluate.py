@@ -72,7 +72,13 @@ def run_episodes(
 
 
 def _frame(env, obs: np.ndarray) -> np.ndarray:
-    """An RGB uint8 frame of env 0: the last Atari frame of the stack, or the env's render."""
+    """An RGB uint8 frame of env 0: the last Atari frame of the stack, a MinAtar state (one grey level per
+    channel, 16-pixel cells), or the env's render."""
+    if obs.ndim == 4 and obs.shape[-1] == 10 and obs.max() <= 1:
+        c = obs.shape[1]
+        grey = (obs[0] * np.arange(1, c + 1)[:, None, None]).max(axis=0) * (255 // c)
+        big = np.kron(grey.astype(np.uint8), np.ones((16, 16), dtype=np.uint8))
+        return np.repeat(big[..., None], 3, axis=-1)
     if obs.ndim == 4:
         grey = obs[0, -1]
         return np.repeat(np.kron(grey, np.ones((2, 2), dtype=np.uint8))[..., None], 3, axis=-1)

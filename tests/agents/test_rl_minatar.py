@@ -144,3 +144,28 @@ def test_missing_minatar_package_is_one_line_naming_the_fix(monkeypatch):
         parse_env_id("MinAtar/Breakout-v1")
     msg = str(exc.value)
     assert "\n" not in msg and "pip install -e '.[minatar]'" in msg and "GPL-3.0" in msg
+
+
+def test_minatar_run_evaluates_and_draws_a_gif(run_root):
+    import json
+
+    from agents.eval_command import main as eval_main
+    from agents.train import run as train_run
+    from workbench.runs import create_run
+
+    cfg = _cfg(
+        "env=MinAtar/Asterix-v1", "students=2", "n_envs=2", "ppo.n_steps=16", "ppo.batch_size=32",
+        "total_steps=64", "eval_episodes=1", "eval_envs=1", "eval_max_steps=30", "progress=false",
+        f"run_root={run_root}",
+    )
+    run = create_run("rl", cfg, "gif")
+    train_run(cfg, run)
+    run.close()
+    assert eval_main([str(run.dir), "episodes=2", "eval_envs=2", "gif=true", "gif_steps=10", "max_steps=30"]) == 0
+    out = json.loads((run.dir / "eval.json").read_text())
+    assert len(out["students"]) == 2 and Path(out["gif"]).is_file()
+    from PIL import Image
+
+    img = Image.open(out["gif"])
+    assert img.size == (160, 160) and img.n_frames >= 2  # 16-pixel cells; PIL merges identical frames
+    assert np.asarray(img.convert("L")).max() > 0  # the state is drawn, not an all-black placeholder
