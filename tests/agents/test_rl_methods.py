@@ -252,6 +252,8 @@ def test_student_loss_trains_itself_and_the_attention_never_its_peers(method):
     obs = torch.as_tensor(s.rollout_buffer.observations.reshape(-1, 4))
     d = group.distiller
     d.prepare(i, s.rollout_buffer.observations.reshape(-1, 4))
+    # peers' outputs are computed once per rollout without a graph (no memory held, no path to the peers)
+    assert not any(t.requires_grad for t in d._peers[i])
     for st in group.students:
         st.policy.zero_grad(set_to_none=True)
     d.zero_grad()
