@@ -210,6 +210,27 @@ def test_compare_reports_validation_and_a_resumed_compare_reuses_finished_sub_ru
     assert _summary(out)["table"] == s["table"]
 
 
+def test_prune_compare_rows_at_both_scopes_with_a_joint_speed_up(trained):
+    model_dir, root = trained
+    res = workbench_cli(
+        "compress", "compare", "protocol=prune-fmnist", f"base_model={model_dir}", "seeds=0",
+        "methods=sfp,sfp@all,tp-l2@all", "overrides=epochs=1,finetune_epochs=0,subset=200,speed_repeats=1,"
+        "speed_batch=8,progress=false,batch_size=64,round_to=2",
+        f"run_root={root.parent / 'compare-prune'}",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    out = _run_dir(res.stdout)
+    report = (out / "report.md").read_text()
+    for row in ("sfp@internal", "sfp@all", "tp-l2@all"):
+        assert f"| {row} | 1 |" in report, report
+    assert "CPU speed-up (joint)" in report
+    s = _summary(out)
+    assert s["table"]["sfp@all"]["cpu_speedup_joint"]["mean"] > 0
+    assert set(s["goal_cpu_speedup_at_least_1.8_scope_all"]) == {"sfp@all", "tp-l2@all"}
+    subs = [p.parent for p in (out / "runs").rglob("summary.json") if "compress" in str(p)]
+    assert sorted({_summary(p)["scope"] for p in subs}) == ["all", "internal"]
+
+
 def test_bad_input_is_refused_in_one_line(trained, tmp_path):
     model_dir, root = trained
     empty = tmp_path / "not_a_run"

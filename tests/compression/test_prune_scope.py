@@ -132,6 +132,22 @@ def test_round_to_keeps_a_multiple_of_channels_in_every_pruned_group(net, groups
     _stream_widths_consistent(pruned)
 
 
+def test_prune_fmnist_rows_list_every_seed_method_at_both_scopes_and_the_library_criteria():
+    from compression.pruning.compare import prune_rows, split_row
+
+    rows = prune_rows()
+    seed = [f"{m}@{s}" for m in SEED_METHODS for s in ("internal", "all")]
+    assert [r for r in rows if not r.startswith("tp-")] == seed
+    assert [r for r in rows if r.startswith("tp-")] == [
+        f"tp-{c}@all" for c in ("l1", "l2", "taylor", "lamp", "fpgm", "bn-scale", "random")
+    ]
+    assert split_row("sfp") == ("sfp", "internal") and split_row("tp-l2@all") == ("tp-l2", "all")
+    with pytest.raises(WorkbenchError, match="unknown scope 'most'"):
+        split_row("sfp@most")
+    with pytest.raises(WorkbenchError, match="unknown filter-pruning method"):
+        split_row("magic@all")
+
+
 def test_rounded_counts():
     assert rounded_count(3, 16, 8) == 8  # 13 kept -> 8
     assert rounded_count(0, 16, 8) == 0 and rounded_count(5, 16, 1) == 5
