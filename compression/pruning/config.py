@@ -103,6 +103,13 @@ class PruneBase(TrainerConfig, SourceConfig, CommonConfig):
         "epochs of fine-tuning the physically pruned model after the mask schedule; cpmc and pfgdf fine-tune "
         "epochs + finetune_epochs, so every method trains equally long",
     )
+    scope: str = opt(
+        "internal",
+        "channels pruned: internal (convs coupled to no other layer) or all (every coupled group of Torch-Pruning's "
+        "dependency graph, residual streams included, scored as a group)",
+        ("internal", "all"),
+    )
+    round_to: int = opt(1, "keep a multiple of this many channels in every pruned layer or group (1 = any)")
     lr: float = opt(0.01, "learning rate")
     speed_batch: int = opt(64, "batch size of the CPU inference-speed measurement")
     speed_repeats: int = opt(5, "repeats of the CPU inference-speed measurement (median)")
@@ -115,7 +122,7 @@ class PruneBase(TrainerConfig, SourceConfig, CommonConfig):
         if self.finetune_epochs < 0:
             raise WorkbenchError(f"finetune_epochs={self.finetune_epochs} must be >= 0")
         FILTER_METHODS[self.method].validate(self)
-        for key in ("speed_batch", "speed_repeats"):
+        for key in ("speed_batch", "speed_repeats", "round_to"):
             if getattr(self, key) < 1:
                 raise WorkbenchError(f"bad value for '{key}': {getattr(self, key)}; must be >= 1")
 
