@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from agents.config import CompareConfig, TrainConfig
+from agents.plots import plot_run
 from workbench.config import resolve_config
 from workbench.io import atomic_write_text
 from workbench.plots import plot_bands
@@ -73,6 +74,7 @@ def run(cfg: CompareConfig, run: Run) -> dict[str, Any]:
             trainer.close()
             sub.close()
         sub.write_summary(summary)
+        plot_run(sub.dir, sub_cfg.students, f"{method} {cfg.algo} {cfg.env} seed {seed}")
         summary["run_dir"] = str(sub.dir)
         results[method].append(summary)
         points = [(e["step"], e["group/mean_return"]) for e in read_metrics(sub.dir) if "group/mean_return" in e]

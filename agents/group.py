@@ -35,15 +35,11 @@ def _schedule(value: float, kind: str, total_steps: int, schedule_steps: int = 0
     return schedule(value, kind, total_steps, schedule_steps)
 
 
-def policy_for(spec_or_atari) -> tuple[str, dict[str, Any]]:
-    """SB3 policy name and extra ``policy_kwargs`` of an env: MLP for vectors, NatureCNN for Atari stacks."""
-    atari = spec_or_atari if isinstance(spec_or_atari, bool) else spec_or_atari.atari
-    return ("CnnPolicy" if atari else "MlpPolicy"), {}
-
-
 def build_student(cfg: TrainConfig, env, seed: int, device: torch.device, atari):
     """One SB3 student of ``cfg.algo`` (``GroupPPO``, ``GroupDQN``, ...) with the config's hyper-parameters;
     ``atari``: the :class:`~agents.envs.EnvSpec` (or whether it is an Atari id)."""
+    from agents.networks import policy_for
+
     policy, policy_kwargs = policy_for(atari)
     return ALGORITHMS[cfg.algo].build(cfg, env, seed, device, policy, policy_kwargs)
 

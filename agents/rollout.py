@@ -153,3 +153,33 @@ def _store_step(s, actions: np.ndarray, values: torch.Tensor, log_probs: torch.T
             rewards[idx] += s.gamma * terminal_value
     s.rollout_buffer.add(compat.last_obs(s), actions, rewards, compat.last_episode_starts(s), values, log_probs)
     compat.advance(s, new_obs, dones)
+
+
+def collect_group_transitions(students: Sequence, train_freq: int) -> int:
+    """DQN (off-policy) students in lockstep: ``train_freq`` env steps of every student, each student's env
+    stepping (``step_async``) while the next students choose their actions; returns the transitions
+    collected per student (SB3's ``RolloutReturn.episode_timesteps``).
+
+    Per student it is SB3's ``OffPolicyAlgorithm.collect_rollouts`` with a step-unit ``train_freq``, step for
+    step (random actions before ``learning_starts``, ε-greedy after, replay transitions with terminal
+    observations and time-outs, target updates and exploration schedule in ``_on_step``), so with one
+    student the replay buffer equals SB3's (test).
+    """
+    for s in students:
+        s.policy.set_training_mode(False)
+        s.group_callback.on_rollout_start()
+    pending = [None] * len(students)
+    for _ in range(train_freq):
+        for i, s in enumerate(students):
+            actions, buffer_actions = compat.sample_action(s, s.learning_starts, s.env.num_envs)
+            s.env.step_async(actions)
+            pending[i] = buffer_actions
+        for s, buffer_actions in zip(students, pending):
+            new_obs, rewards, dones, infos = s.env.step_wait()
+            s.num_timesteps += s.env.num_envs
+            s.group_callback.update_locals({"new_obs": new_obs, "rewards": rewards, "dones": dones, "infos": infos})
+            s.group_callback.on_step()
+            compat.record_off_policy_step(s, s.replay_buffer, buffer_actions, new_obs, rewards, dones, infos)
+    for s in students:
+        s.group_callback.on_rollout_end()
+    return train_freq * students[0].env.num_envs

@@ -30,7 +30,11 @@ PRIVATE_API: dict[type, dict[str, tuple[str, ...] | None]] = {
     },
     RolloutBuffer: {"_get_samples": ("batch_inds", "env"), "swap_and_flatten": ("arr",)},
     OnPolicyAlgorithm: {},
-    OffPolicyAlgorithm: {},
+    OffPolicyAlgorithm: {
+        "_sample_action": ("learning_starts", "action_noise", "n_envs"),
+        "_store_transition": ("replay_buffer", "buffer_action", "new_obs", "reward", "dones", "infos"),
+        "_on_step": (),
+    },
 }
 # data attributes every learner has after ``_setup_learn`` (checked on live PPO/DQN instances by the test)
 LEARNER_ATTRIBUTES = (
@@ -94,6 +98,25 @@ def add_updates(model: BaseAlgorithm, n: int) -> None:
 
 def vec_normalize_env(model: BaseAlgorithm):
     return model._vec_normalize_env
+
+
+def sample_action(model: OffPolicyAlgorithm, learning_starts: int, n_envs: int) -> tuple[np.ndarray, np.ndarray]:
+    """SB3's exploration action of an off-policy learner (random before ``learning_starts``, then its
+    ``predict``, ε-greedy for DQN): ``(env actions, buffer actions)``."""
+    return model._sample_action(learning_starts, None, n_envs)
+
+
+def record_off_policy_step(
+    model: OffPolicyAlgorithm, replay_buffer, buffer_actions: np.ndarray, new_obs, rewards, dones, infos
+) -> None:
+    """What SB3's off-policy ``collect_rollouts`` does after ``env.step`` and the callback: episode
+    bookkeeping, the replay transition (terminal observations, time-outs), progress, ``_on_step`` (DQN:
+    target update and exploration rate) and the episode counter."""
+    model._update_info_buffer(infos, dones)
+    model._store_transition(replay_buffer, buffer_actions, new_obs, rewards, dones, infos)
+    update_progress(model)
+    model._on_step()
+    model._episode_num += int(np.sum(dones))
 
 
 def counters(model: BaseAlgorithm) -> dict[str, int]:

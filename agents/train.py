@@ -21,6 +21,7 @@ import torch
 from agents.config import TrainConfig
 from agents.envs import make_env
 from agents.evaluate import make_actor, run_episodes
+from agents.plots import plot_run
 from agents.scores import human_normalized
 from workbench.checkpoint import load_checkpoint, save_checkpoint
 from workbench.device import choose_device
@@ -252,6 +253,7 @@ def run(cfg: TrainConfig, run: Run) -> dict[str, Any]:
     finally:
         trainer.close()
     run.write_summary(summary)
+    plot_run(run.dir, cfg.students, f"{cfg.method} {cfg.algo} {cfg.env}")
     final = ", ".join("n/a" if r is None else f"{r:.1f}" for r in summary["final_return"])
     print(
         f"{cfg.method} {cfg.algo} on {cfg.env}: final return per student [{final}], group best "

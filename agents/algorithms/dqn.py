@@ -56,18 +56,14 @@ class DQNAlgorithm(Algorithm):
         check_replay_memory(cfg, observation_bytes(spec, cfg.frame_stack))
 
     def iterate(self, group) -> None:
+        """``train_freq`` steps of every student in lockstep (:func:`~agents.rollout.collect_group_transitions`),
+        then each student's ``gradient_steps`` updates (``-1``: as many as steps collected), as SB3's ``learn``."""
+        from agents.rollout import collect_group_transitions
+
+        collected = collect_group_transitions(group.students, group.students[0].train_freq.frequency)
         for s in group.students:
-            rollout = s.collect_rollouts(
-                s.env,
-                callback=s.group_callback,
-                train_freq=s.train_freq,
-                replay_buffer=s.replay_buffer,
-                action_noise=None,
-                learning_starts=s.learning_starts,
-                log_interval=None,
-            )
             if s.num_timesteps > s.learning_starts and s.num_timesteps > group.refill_until:
-                steps = s.gradient_steps if s.gradient_steps >= 0 else rollout.episode_timesteps
+                steps = s.gradient_steps if s.gradient_steps >= 0 else collected
                 if steps > 0:
                     s.train(batch_size=s.batch_size, gradient_steps=steps)
 
