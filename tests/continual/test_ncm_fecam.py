@@ -37,6 +37,7 @@ def _run(method: str, *overrides: str):
         train_task(s, stream, t)
         if t == 0:
             before = {k: v.clone() for k, v in backbone.state_dict().items()}
+            s.first_task_acc = task_accuracies(s.eval(stream.scenario.test_stream[:1]), 1)[0]
     for k, v in backbone.state_dict().items():
         assert torch.equal(v, before[k]), f"backbone {k} changed after task 0"
     return s, stream, x.view(len(x), DIM), y
@@ -69,6 +70,9 @@ def test_ncm_predicts_the_euclidean_nearest_mean(normalize: bool) -> None:
     assert torch.equal(got, want)
     assert int((want != y).sum()) > 0  # the data is not trivially separable: the metric matters
     _check_eval_path(s, stream, got, y)
+    first = torch.isin(y, torch.tensor(TASKS[0]))  # after task 0: 3 class means, output padded to 5 classes
+    want0 = ((f[first][:, None, :] - means[TASKS[0]][None]) ** 2).sum(-1).argmin(dim=1)
+    assert s.first_task_acc == pytest.approx(100.0 * float((want0 == y[first]).float().mean()), abs=1e-4)
 
 
 def _shrink(cov: torch.Tensor, g1: float, g2: float) -> torch.Tensor:
