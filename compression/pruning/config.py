@@ -31,9 +31,9 @@ class SGLPConfig(TrainerConfig, SourceConfig, CommonConfig):
     epochs: int = opt(0, "not used by sglp: the fine-tuning length is finetune_epochs")
     lr: float = opt(0.01, "fine-tuning learning rate")
     recovery: str = opt("ce", "fine-tuning loss: ce, or kd from the unpruned model", ("ce", "kd"))
-    kd_T: float = opt(4.0, "KD temperature (recovery=kd)")
-    kd_alpha: float = opt(0.9, "weight of T²·KL (recovery=kd)")
-    kd_gamma: float = opt(0.1, "weight of CE (recovery=kd)")
+    kd_T: float = opt(4.0, "KD temperature (recovery=kd)", gt=0)
+    kd_alpha: float = opt(0.9, "weight of T²·KL (recovery=kd)", ge=0)
+    kd_gamma: float = opt(0.1, "weight of CE (recovery=kd)", ge=0)
     probe_samples: int = opt(512, "training images in the CKA probe set")
     probe_batch_size: int = opt(128, "batch size of the CKA pass")
     cka_estimator: str = opt(
