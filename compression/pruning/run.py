@@ -199,7 +199,7 @@ def report_sglp(prep: Prepared, pruned: nn.Module, info: dict) -> dict:
     save_outputs(run, {"model.pt": pruned}, spec, history, "finetune_curve.png", f"fine-tuning after {cfg.baseline}")
     summary = {
         "command": "compress sglp",
-        "method": "sglp" if cfg.baseline == "sglp" else f"baseline-{cfg.baseline}",
+        "method": cfg.baseline if isinstance(SGLP_RULES[cfg.baseline], sglp.SGLPRule) else f"baseline-{cfg.baseline}",
         "baseline": cfg.baseline,
         "source": str(source.path),
         "dataset": source.spec["dataset"],
