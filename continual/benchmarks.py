@@ -5,7 +5,8 @@ Data comes from the workbench registry (``workbench.data.get_dataset``); the str
 experience, so that no class is silently dropped (Avalanche's ``num_experiences`` path floors
 ``classes // experiences``). Class labels keep their dataset ids (one head over all classes).
 
-Protocols (BENCHMARKS.md): ``split-fmnist-5`` and ``split-digits-5`` (5 tasks × 2 classes),
+Protocols (BENCHMARKS.md): ``split-fmnist-5`` and ``split-digits-5`` (5 tasks × 2 classes, cold start),
+``fmnist-b4-3`` (warm start: 4 base classes, then 3 tasks × 2),
 ``cifar100-b0-10`` (10 × 10), ``cifar100-b50-5`` / ``-b50-10`` (50 base classes, then 5 or 10 equal
 tasks), ``tiny-imagenet-b0-10`` (10 × 20).
 """
@@ -53,6 +54,7 @@ PROTOCOLS: dict[str, Protocol] = {
     p.name: p
     for p in (
         Protocol("split-fmnist-5", "fashion-mnist", 5, 0, "small_cnn"),
+        Protocol("fmnist-b4-3", "fashion-mnist", 3, 4, "small_cnn"),
         Protocol("split-digits-5", "digits", 5, 0, "mlp"),
         Protocol("cifar100-b0-10", "cifar100", 10, 0, "resnet18"),
         Protocol("cifar100-b50-5", "cifar100", 5, 50, "resnet18"),
@@ -66,6 +68,24 @@ def protocol(name: str) -> Protocol:
     if name not in PROTOCOLS:
         raise unknown("benchmark", name, PROTOCOLS)
     return PROTOCOLS[name]
+
+
+def task_sizes(cfg: Any) -> list[int]:
+    """Classes of every task: ``cfg.task_sizes`` when given (it must sum to the dataset's classes), else the
+    protocol's split."""
+    from workbench.data import dataset_info
+
+    proto = protocol(cfg.benchmark)
+    num_classes = dataset_info(proto.dataset).num_classes
+    sizes = list(getattr(cfg, "task_sizes", []) or [])
+    if not sizes:
+        return proto.classes_per_task(num_classes)
+    if sum(sizes) != num_classes or min(sizes) < 1:
+        raise WorkbenchError(
+            f"bad value for 'task_sizes': {sizes} sums to {sum(sizes)}, {proto.dataset} has {num_classes} classes; "
+            f"give positive sizes that sum to {num_classes}, e.g. task_sizes={num_classes - 6},2,2,2"
+        )
+    return sizes
 
 
 def default_class_order(num_classes: int, seed: int) -> list[int]:
@@ -150,7 +170,7 @@ def build_stream(cfg: Any) -> Stream:
 
     proto = protocol(cfg.benchmark)
     info = dataset_info(proto.dataset)
-    sizes = proto.classes_per_task(info.num_classes)
+    sizes = task_sizes(cfg)
     order = list(cfg.class_order) or default_class_order(info.num_classes, cfg.seed)
     if len(order) != info.num_classes:
         raise WorkbenchError(

@@ -10,20 +10,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from continual.benchmarks import PROTOCOLS, task_sizes
 from continual.registry import CIL_METHODS
 from workbench.config import CommonConfig, opt
 from workbench.errors import WorkbenchError, unknown
 from workbench.optim import OPTIMIZERS, SCHEDULES
 
 METHODS = CIL_METHODS.names()
-BENCHMARK_NAMES = (
-    "split-fmnist-5",
-    "split-digits-5",
-    "cifar100-b0-10",
-    "cifar100-b50-5",
-    "cifar100-b50-10",
-    "tiny-imagenet-b0-10",
-)
+BENCHMARK_NAMES = tuple(PROTOCOLS)
 MODEL_CHOICES = ("auto", "small_cnn", "mlp", "resnet20", "resnet32", "resnet8x4", "resnet18")
 
 
@@ -43,6 +37,9 @@ class CILBase(CommonConfig):
     )
     augment: bool = opt(False, "random crop (+ flip where the dataset uses it) on training images")
     class_order: list[int] = opt([], "class order; empty = a permutation drawn from the seed (written back)")
+    task_sizes: list[int] = opt(
+        [], "classes per task instead of the protocol's, e.g. 4,2,2,2 (sum = the classes)", ge=1
+    )
     max_tasks: int = opt(0, "stop after this many tasks (0 = the whole stream; for smoke tests)", ge=0)
     epochs: int = opt(5, "epochs per task", ge=1)
     batch_size: int = opt(128, "training batch size (before the 4 rotations of eTag/IR)", ge=1)
@@ -62,12 +59,23 @@ class CILBase(CommonConfig):
     def validate(self) -> None:
         if self.model not in MODEL_CHOICES:
             raise unknown("model", self.model, MODEL_CHOICES)
-        entry = CIL_METHODS[self.method]
-        entry.validate(self)
+        check_method(self, self.method)
         if self.class_order and sorted(self.class_order) != list(range(len(self.class_order))):
             raise WorkbenchError(
                 f"bad value for 'class_order': {self.class_order}; must be a permutation of 0..N−1 (N classes)"
             )
+
+
+def check_method(cfg: Any, method: str) -> None:
+    """Refuse, before anything is written, a method whose first task is too small, then the method's own checks."""
+    entry = CIL_METHODS[method]
+    first = task_sizes(cfg)[0]
+    if first < entry.min_first_task:
+        raise WorkbenchError(
+            f"method={method} needs at least {entry.min_first_task} classes in the first task (it learns its backbone "
+            f"there), got {first}; give a larger first task, e.g. task_sizes={entry.min_first_task},..."
+        )
+    entry.validate(cfg)
 
 
 def _sections() -> list[tuple[str, type, Any]]:
@@ -107,4 +115,4 @@ class CompareConfig(CILConfig):
         if self.class_order:
             raise WorkbenchError("class_order is drawn per seed in a comparison; drop 'class_order'")
         for method in self.methods:
-            CIL_METHODS[method].validate(self)
+            check_method(self, method)

@@ -28,6 +28,10 @@ CIL_METHODS: Registry[Any] = Registry(
         "continual.baselines",
         "continual.etag",
         "continual.ir",
+        "continual.ncm",
+        "continual.fecam",
+        "continual.fetril",
+        "continual.acil",
     ],
 )
 

@@ -66,6 +66,7 @@ def summary_of(cfg: Any, stream: Any, rows: list, seconds: list, extra: dict) ->
     from continual.metrics import summarize
 
     sizes = [len(e.dataset) for e in stream.scenario.test_stream]
+    metrics = summarize([r[: i + 1] for i, r in enumerate(rows)], sizes)
     return {
         "method": cfg.method,
         "benchmark": cfg.benchmark,
@@ -78,7 +79,10 @@ def summary_of(cfg: Any, stream: Any, rows: list, seconds: list, extra: dict) ->
         "complete": len(rows) == stream.num_tasks,
         "num_tasks": stream.num_tasks,
         "acc_matrix": rows,
-        **summarize([r[: i + 1] for i, r in enumerate(rows)], sizes),
+        "test_sizes": sizes,
+        **metrics,
+        "last_old_acc": metrics["old_acc"][-1],
+        "last_new_acc": metrics["new_acc"][-1],
         "seconds_per_task": seconds,
         "mean_seconds_per_task": sum(seconds) / len(seconds),
         **extra,

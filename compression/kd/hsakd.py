@@ -44,7 +44,7 @@ BRANCHES_FORMAT = "workbench-hsakd-branches/1"
 class HSAKDWeights:
     """HSAKD (arXiv 2107.13715)."""
 
-    T: float = opt(3.0, "temperature of the branch and main-head KL")
+    T: float = opt(3.0, "temperature of the branch and main-head KL", gt=0)
     ce: float = opt(1.0, "weight of the cross-entropy on unrotated images")
     aux: float = opt(1.0, "weight of Σ_k T²·KL between matching teacher/student branches (all rotations)")
     main: float = opt(1.0, "weight of T²·KL between the main heads")

@@ -40,8 +40,8 @@ from workbench.trainer import Objective, ObjectiveOutput
 class MCLWeights:
     """MCL (arXiv 2104.12565)."""
 
-    tau: float = opt(0.1, "contrastive temperature τ")
-    T: float = opt(3.0, "temperature of the soft contrastive KL")
+    tau: float = opt(0.1, "contrastive temperature τ", gt=0)
+    T: float = opt(3.0, "temperature of the soft contrastive KL", gt=0)
     vcl: float = opt(0.1, "weight of vanilla (within-network) contrastive learning (authors' 0.1)")
     icl: float = opt(0.1, "weight of interactive (cross-network) contrastive learning (authors' 0.1)")
     soft_vcl: float = opt(1.0, "weight of the soft VCL KL")

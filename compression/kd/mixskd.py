@@ -58,7 +58,7 @@ class MixSKDWeights:
     """MixSKD (arXiv 2208.05768)."""
 
     alpha: float = opt(0.4, "λ ~ Beta(alpha, alpha) of the mixup pairs")
-    T: float = opt(3.0, "temperature")
+    T: float = opt(3.0, "temperature", gt=0)
     logit: float = opt(1.0, "weight of the both-direction KL between mixed and interpolated logits")
     feature: float = opt(1.0, "weight of the MSE between mixed and interpolated stage feature maps")
     self_teacher: float = opt(1.0, "weight of the self-teacher's CE and its KL into the backbone classifier")

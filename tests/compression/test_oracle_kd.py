@@ -380,6 +380,8 @@ def test_ctsl_loss_matches_the_formula_with_detached_peers():
     for i, avg in enumerate(objective.averages):  # moving averages that differ from the members
         avg.load_state_dict(small(30 + i).state_dict())
     x, y = batch(6)
+    with torch.no_grad():  # the targets before the call: in eval mode the call must not move the averages
+        past = [avg(x) for avg in objective.averages]
     out = objective(cohort, x, y)
     m = 3
     z, e = [], []
@@ -387,8 +389,6 @@ def test_ctsl_loss_matches_the_formula_with_detached_peers():
         zi, f = forward_with(member, x, ["flatten"])
         z.append(zi)
         e.append(f["flatten"].flatten(1))
-    with torch.no_grad():
-        past = [avg(x) for avg in objective.averages]
     pairs = [(i, j) for i in range(m) for j in range(m) if i != j]
     ce_ref = sum(ce(zi, y) for zi in z)
     self_ref = sum(kl_T(z[i], past[i], w["T"]) for i in range(m))

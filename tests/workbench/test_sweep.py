@@ -275,3 +275,67 @@ def test_real_slurm_sweep_of_four_runs(tmp_path):
     assert all(str(e["job_id"]).split("_")[0].isdigit() for e in status)
     assert len({e["job_id"] for e in status}) == 4
     assert (sweep / "stats.md").is_file() and (sweep / "report.md").is_file()
+
+
+def test_preempted_slurm_task_saves_and_its_requeue_resumes_the_run(tmp_path, monkeypatch):
+    """submitit calls RunTask.checkpoint() on SLURM's pre-emption/time-out signal; the requeued task continues
+    the same run with --resume (checked here without SLURM, calling what submitit calls)."""
+    submitit = pytest.importorskip("submitit")
+    import threading
+
+    from workbench.sweep.runner import RunTask
+
+    folder = tmp_path / "runs" / "train" / "000_seed-0"
+    fresh = ["train", *TINY, "epochs=12", "lr=0.1", f"run_root={tmp_path / 'runs'}", "name=000_seed-0"]
+    monkeypatch.setenv("PYTHONPATH", child_env()["PYTHONPATH"])
+    task = RunTask(["train"], fresh, str(folder), 0, 1, 0, str(tmp_path / "run.log"))
+    out: dict = {}
+    worker = threading.Thread(target=lambda: out.update(first=task()))
+    worker.start()
+    deadline = time.time() + 120
+    while not list(folder.glob("*/checkpoints/last.pt")) and time.time() < deadline:
+        time.sleep(0.05)
+    requeue = task.checkpoint()
+    worker.join(60)
+    assert isinstance(requeue, submitit.helpers.DelayedSubmission)
+    assert out["first"]["exit_code"] == 130 and not list(folder.glob("*/summary.json"))
+    second = requeue.function(*requeue.args, **requeue.kwargs)
+    assert second["exit_code"] == 0
+    (run_dir,) = folder.iterdir()
+    assert (run_dir / "summary.json").is_file() and second["run_dir"] == str(run_dir)
+    assert "--resume" in (tmp_path / "run.log").read_text()
+
+
+def test_next_attempt_skips_finished_resumes_partial_and_starts_fresh(tmp_path):
+    import yaml
+
+    from workbench.commands.train import TrainCommandConfig
+    from workbench.config import resolve_config, to_dict
+    from workbench.sweep.runner import next_attempt
+
+    cfg = resolve_config(TrainCommandConfig, ["dataset=digits", "model=mlp", "seed=3"])
+    fresh = ["train", "seed=3"]
+
+    def make(folder: str, summary: dict | None, ckpt: bool, **changes) -> Path:
+        d = tmp_path / "point" / folder
+        (d / "checkpoints").mkdir(parents=True)
+        (d / "config.yaml").write_text(yaml.safe_dump({**to_dict(cfg), **changes}))
+        if ckpt:
+            (d / "checkpoints" / "last.pt").write_bytes(b"x")
+        if summary is not None:
+            (d / "summary.json").write_text(json.dumps(summary))
+        return d
+
+    assert next_attempt(["train"], fresh, tmp_path / "point", 3, cfg) == ("fresh", None, fresh)
+    make("a-no-ckpt", None, False)
+    assert next_attempt(["train"], fresh, tmp_path / "point", 3, cfg)[0] == "fresh"
+    partial = make("b-partial", {"seed": 3, "complete": False}, True)
+    assert next_attempt(["train"], fresh, tmp_path / "point", 3, cfg) == (
+        "resume",
+        partial,
+        ["train", "--resume", str(partial)],
+    )
+    make("c-other-config", {"seed": 3}, True, lr=0.5)
+    assert next_attempt(["train"], fresh, tmp_path / "point", 3, cfg)[0] == "resume"
+    done = make("d-done-no-seed", {"acc": 1.0}, True, run_root="elsewhere", name="x")  # bookkeeping keys differ
+    assert next_attempt(["train"], fresh, tmp_path / "point", 3, cfg) == ("done", done, [])

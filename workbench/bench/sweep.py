@@ -11,7 +11,6 @@ launch to exit, as the status table records it) minus the mean wall time of the 
 
 from __future__ import annotations
 
-import json
 import statistics
 import tempfile
 import time
@@ -26,7 +25,7 @@ JOBS = 2
 
 
 def _args(quick: bool) -> list[str]:
-    epochs = "1" if quick else "6"
+    epochs = "2" if quick else "10"
     return ["dataset=digits", "model=resnet20", f"epochs={epochs}", "batch_size=64", "lr=0.1", "progress=false"]
 
 
@@ -54,16 +53,15 @@ def swept(root: Path, quick: bool) -> tuple[float, list[float]]:
     from workbench.sweep import run_sweep
 
     start = time.perf_counter()
-    rc = run_sweep(
+    res = run_sweep(
         ["train"],
         [*_args(quick), f"seed=0:{RUNS}"],
         [f"run_root={root}", f"jobs={JOBS}", "run_threads=1", "retries=0", "report_reps=200"],
     )
     wall = time.perf_counter() - start
-    if rc != 0:
-        raise RuntimeError(f"the sweep failed with exit {rc}")
-    (status,) = root.glob("sweep/*/*/status.json")
-    return wall, [e["seconds"] for e in json.loads(status.read_text())["runs"]]
+    if res.exit_code != 0:
+        raise RuntimeError(f"the sweep failed with exit {res.exit_code}; see {res.dir / 'status.md'}")
+    return wall, [e["seconds"] for e in res.runs]
 
 
 def bench(repeats: int = 3, quick: bool = False) -> list[BenchResult]:

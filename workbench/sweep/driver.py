@@ -272,16 +272,17 @@ def _split(argv: list[str]) -> tuple[str | None, str | None, list[str], list[str
     return resume, preset, words, keys, sweep_keys
 
 
-def prepare(argv: list[str]) -> Sweep:
-    """Everything before the first run: parse, validate every point, create (or reopen) the sweep directory."""
+def prepare(argv: list[str], sweep_dir: Path | None = None) -> Sweep:
+    """Everything before the first run: parse, validate every point, create (or reopen) the sweep directory.
+
+    ``sweep_dir``: an existing folder to hold a new sweep (or the same sweep again), e.g. a compare's run."""
     from workbench.cli import find_command
 
     resume, preset, words, keys, sweep_keys = _split(argv)
     if resume is not None:
         if words or keys or preset:
             raise WorkbenchError(
-                "--resume SWEEP_DIR takes only sweep keys (jobs=, retries=, launcher=...); the grid is "
-                "in its sweep.yaml"
+                "--resume SWEEP_DIR takes only sweep keys (jobs=, retries=, launcher=...); its grid is in sweep.yaml"
             )
         return reopen(Path(resume), sweep_keys)
     cmd, _, group, rest = find_command(words)
@@ -290,16 +291,25 @@ def prepare(argv: list[str]) -> Sweep:
     options = parse_sweep_options(sweep_keys)
     spec = parse_grid(cmd, words, keys, preset)
     configs = validate_points(cmd, spec, Path(options.run_root) / "sweep")
-    existing = find_same_sweep(Path(options.run_root), options.name or "-".join(words), spec)
+    if sweep_dir is not None and (sweep_dir / SWEEP_FILE).is_file():
+        if GridSpec.from_dict(load_sweep_file(sweep_dir)).to_dict() != spec.to_dict():
+            raise WorkbenchError(f"{sweep_dir} holds another sweep (its sweep.yaml has another grid)")
+        return reopen(sweep_dir, sweep_keys)
+    existing = None if sweep_dir is not None else find_same_sweep(Path(options.run_root), _name(options, words), spec)
     if existing is not None:
         print(f"continuing sweep {existing} (same grid)", file=sys.stderr)
         return reopen(existing, sweep_keys)
-    sweep_dir = create_sweep_dir(Path(options.run_root), options.name or "-".join(words))
+    if sweep_dir is None:
+        sweep_dir = create_sweep_dir(Path(options.run_root), _name(options, words))
     sweep = Sweep(sweep_dir, cmd, group, spec, options, configs)
     save_sweep(sweep)
     sweep.init_status(None)
     sweep.write_status()
     return sweep
+
+
+def _name(options: SweepOptions, words: list[str]) -> str:
+    return options.name or "-".join(words)
 
 
 def create_sweep_dir(root: Path, name: str) -> Path:

@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import concurrent.futures
+import multiprocessing
+import os
 import shutil
 import signal
 import subprocess
@@ -19,7 +21,15 @@ from typing import Any
 
 from workbench.errors import WorkbenchError
 from workbench.registry import Registry
-from workbench.sweep.runner import RunTask, child_command, next_attempt, run_dirs, thread_env
+from workbench.sweep.runner import (
+    RunTask,
+    child_command,
+    forked_run,
+    next_attempt,
+    preload_modules,
+    run_dirs,
+    thread_env,
+)
 
 LAUNCHERS: Registry[type] = Registry("launcher")
 
@@ -47,8 +57,29 @@ class LocalLauncher(_Launcher):
 
     def __init__(self, sweep: Any, progress: Any) -> None:
         super().__init__(sweep, progress)
-        self.live: dict[int, subprocess.Popen] = {}
+        self.live: dict[int, Any] = {}
         self.lock = threading.Lock()
+        self.ctx = None
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            # runs are forked from a parent that imported torch and the command once: each run is its own
+            # process without paying the imports again (several seconds per run)
+            self.ctx = multiprocessing.get_context("forkserver")
+            self.ctx.set_forkserver_preload(preload_modules(sweep.cmd.config, sweep.cmd.run))
+
+    def start(self, argv: list[str], threads: int, log: Any) -> Any:
+        """Start one run's process: forked from the warm parent, else a fresh interpreter."""
+        if self.ctx is None:
+            return subprocess.Popen(
+                child_command(argv, threads),
+                env=thread_env(threads),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        proc = self.ctx.Process(target=forked_run, args=(argv, threads, log.name), daemon=False)
+        with self.lock:
+            proc.start()
+        return proc
 
     def run(self) -> None:
         todo = self.todo()
@@ -74,12 +105,10 @@ class LocalLauncher(_Launcher):
         with self.lock:
             procs = list(self.live.values())
         for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+            if _alive(proc):
+                os.kill(proc.pid, signal.SIGTERM)
         for proc in procs:
-            try:
-                proc.wait(timeout=120)
-            except subprocess.TimeoutExpired:
+            if _wait(proc, timeout=120) is None:
                 proc.kill()
 
     def run_point(self, point: Any, cfg: Any) -> None:
@@ -100,18 +129,12 @@ class LocalLauncher(_Launcher):
                 out.write(f"\n$ workbench {' '.join(argv)}\n")
                 out.flush()
                 # own session: a Ctrl-C in the terminal reaches only the driver, which stops each run once
-                proc = subprocess.Popen(
-                    child_command(argv, threads),
-                    env=thread_env(threads),
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+                proc = self.start(argv, threads, out)
                 with self.lock:
                     self.live[point.index] = proc
                 attempts = s.status[point.index]["attempts"] + 1
                 s.mark(point, status="running", pid=proc.pid, attempts=attempts, run_dir=str(run_dir or ""))
-                rc = proc.wait()
+                rc = _wait(proc)
                 with self.lock:
                     self.live.pop(point.index, None)
             seconds += time.perf_counter() - start
@@ -125,6 +148,25 @@ class LocalLauncher(_Launcher):
                 s.mark(point, status="pending")
                 return
         s.mark(point, status="failed")
+
+
+def _alive(proc: Any) -> bool:
+    return proc.poll() is None if isinstance(proc, subprocess.Popen) else proc.is_alive()
+
+
+def _wait(proc: Any, timeout: float | None = None) -> int | None:
+    """Exit status of a Popen or a multiprocessing Process (a signal's death is 128 + its number)."""
+    if isinstance(proc, subprocess.Popen):
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+    else:
+        proc.join(timeout)
+        rc = proc.exitcode
+    if rc is None:
+        return None
+    return 128 - rc if rc < 0 else rc
 
 
 def _sbatch_lines(extra: str) -> dict[str, str]:

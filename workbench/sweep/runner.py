@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.runs import CONFIG_FILE, SUMMARY_FILE, finished_run
+from workbench.config import to_dict
+from workbench.runs import BOOKKEEPING_KEYS, CONFIG_FILE, finished_run, load_config_dict, load_summary
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+WARM_MODULES = ("torch", "torchvision", "workbench.plots", "torch.utils.tensorboard", "sklearn.datasets")
 
 
 def thread_env(threads: int, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -37,6 +39,27 @@ def child_command(argv: list[str], threads: int) -> list[str]:
     return [sys.executable, "-m", "workbench.sweep.runner", "--threads", str(threads), "--", *argv]
 
 
+def preload_modules(config_spec: str, run_spec: str) -> list[str]:
+    """What the warm parent of the local pool imports once (torch, the command's modules, and what most runs
+    load later: plots, TensorBoard's writer, sklearn's datasets), so a run's process starts without paying
+    those imports again (seconds per run). A module that is not installed is skipped."""
+    mods = [*WARM_MODULES, config_spec.split(":")[0], run_spec.split(":")[0]]
+    return list(dict.fromkeys(mods))
+
+
+def forked_run(argv: list[str], threads: int, log: str) -> None:
+    """Body of a run's process forked from the warm parent: own session, output to the log, exit status of
+    the command (``multiprocessing`` turns ``SystemExit(code)`` into the process's exit code)."""
+    os.setsid()
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.exit(main(["--threads", str(threads), "--", *argv]))
+
+
 def run_dirs(folder: str | Path) -> list[Path]:
     """Run directories of one grid point (a folder per point), oldest first."""
     folder = Path(folder)
@@ -47,14 +70,37 @@ def resumable_dir(folder: str | Path) -> Path | None:
     """The newest unfinished run of the point that has a checkpoint to continue from."""
     for d in reversed(run_dirs(folder)):
         ckpt = d / "checkpoints"
-        if not (d / SUMMARY_FILE).exists() and ckpt.is_dir() and any(ckpt.iterdir()):
+        if not _complete(d) and ckpt.is_dir() and any(ckpt.iterdir()):
+            return d
+    return None
+
+
+def _complete(run_dir: Path) -> bool:
+    """A ``summary.json`` that does not say ``"complete": false`` (a run that writes partial summaries)."""
+    summary = load_summary(run_dir)
+    return summary is not None and summary.get("complete", True) is not False
+
+
+def finished_dir(folder: str | Path, seed: int, cfg: Any = None) -> Path | None:
+    """A finished run of the point: :func:`workbench.runs.finished_run` (``summary.json``, same seed and config
+    up to bookkeeping keys); for a command whose summary does not record the seed, the newest run with a
+    ``summary.json`` and the same config (the folder is the point's own). A summary marked
+    ``"complete": false`` is a run still to be resumed."""
+    done = finished_run(folder, seed, cfg)
+    if done is not None and _complete(done):
+        return done
+    want = None if cfg is None else {k: v for k, v in to_dict(cfg).items() if k not in BOOKKEEPING_KEYS}
+    for d in reversed(run_dirs(folder)):
+        if not _complete(d):
+            continue
+        if want is None or {k: v for k, v in load_config_dict(d).items() if k not in BOOKKEEPING_KEYS} == want:
             return d
     return None
 
 
 def next_attempt(command: list[str], fresh_argv: list[str], folder: str | Path, seed: int, cfg: Any = None):
     """``("done", dir, [])``, ``("resume", dir, argv)`` or ``("fresh", None, argv)`` for a grid point."""
-    done = finished_run(folder, seed, cfg)
+    done = finished_dir(folder, seed, cfg)
     if done is not None:
         return "done", done, []
     partial = resumable_dir(folder)
