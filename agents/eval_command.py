@@ -100,10 +100,11 @@ def _check_gif(run_dir: str) -> None:
     from workbench.runs import load_config_dict
 
     env_id = load_config_dict(run_dir).get("env", "")
-    if not parse_env_id(env_id).atari and importlib.util.find_spec("pygame") is None:
+    spec = parse_env_id(env_id)
+    if not (spec.atari or spec.minatar) and importlib.util.find_spec("pygame") is None:
         raise WorkbenchError(
             f"gif=true for {env_id} needs pygame to render (pip install 'gymnasium[classic-control]'); "
-            "Atari runs need nothing extra"
+            "Atari and MinAtar runs need nothing extra"
         )
 
 

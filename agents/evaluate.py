@@ -19,18 +19,15 @@ from workbench.io import atomic_write
 def make_actor(
     student, algo: str, deterministic: bool, epsilon: float, seed: int
 ) -> Callable[[np.ndarray], np.ndarray]:
-    """A function from an observation batch to actions for one student."""
+    """A function from an observation batch to actions for one student (its algorithm's evaluation policy)."""
+    from agents.registry import ALGORITHMS
+
     rng = np.random.default_rng(seed)
-    n_actions = int(student.action_space.n)
+    algorithm = ALGORITHMS[algo]
 
     def act(obs: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            if algo == "dqn":
-                actions, _ = student.policy.predict(obs, deterministic=True)
-                explore = rng.random(len(actions)) < epsilon
-                actions = np.where(explore, rng.integers(0, n_actions, len(actions)), actions)
-            else:
-                actions, _ = student.policy.predict(obs, deterministic=deterministic)
+            actions = algorithm.act(student, obs, deterministic, epsilon, rng)
         return np.asarray(actions)
 
     return act
@@ -75,7 +72,13 @@ def run_episodes(
 
 
 def _frame(env, obs: np.ndarray) -> np.ndarray:
-    """An RGB uint8 frame of env 0: the last Atari frame of the stack, or the env's render."""
+    """An RGB uint8 frame of env 0: the last Atari frame of the stack, a MinAtar state (one grey level per
+    channel, 16-pixel cells), or the env's render."""
+    if obs.ndim == 4 and obs.shape[-1] == 10 and obs.max() <= 1:
+        c = obs.shape[1]
+        grey = (obs[0] * np.arange(1, c + 1)[:, None, None]).max(axis=0) * (255 // c)
+        big = np.kron(grey.astype(np.uint8), np.ones((16, 16), dtype=np.uint8))
+        return np.repeat(big[..., None], 3, axis=-1)
     if obs.ndim == 4:
         grey = obs[0, -1]
         return np.repeat(np.kron(grey, np.ones((2, 2), dtype=np.uint8))[..., None], 3, axis=-1)

@@ -5,7 +5,8 @@ Data comes from the workbench registry (``workbench.data.get_dataset``); the str
 experience, so that no class is silently dropped (Avalanche's ``num_experiences`` path floors
 ``classes // experiences``). Class labels keep their dataset ids (one head over all classes).
 
-Protocols (BENCHMARKS.md): ``split-fmnist-5`` and ``split-digits-5`` (5 tasks × 2 classes),
+Protocols (BENCHMARKS.md): ``split-fmnist-5`` and ``split-digits-5`` (5 tasks × 2 classes, cold start),
+``fmnist-b4-3`` (warm start: 4 base classes, then 3 tasks × 2),
 ``cifar100-b0-10`` (10 × 10), ``cifar100-b50-5`` / ``-b50-10`` (50 base classes, then 5 or 10 equal
 tasks), ``tiny-imagenet-b0-10`` (10 × 20).
 """
@@ -53,6 +54,7 @@ PROTOCOLS: dict[str, Protocol] = {
     p.name: p
     for p in (
         Protocol("split-fmnist-5", "fashion-mnist", 5, 0, "small_cnn"),
+        Protocol("fmnist-b4-3", "fashion-mnist", 3, 4, "small_cnn"),
         Protocol("split-digits-5", "digits", 5, 0, "mlp"),
         Protocol("cifar100-b0-10", "cifar100", 10, 0, "resnet18"),
         Protocol("cifar100-b50-5", "cifar100", 5, 50, "resnet18"),
@@ -66,6 +68,24 @@ def protocol(name: str) -> Protocol:
     if name not in PROTOCOLS:
         raise unknown("benchmark", name, PROTOCOLS)
     return PROTOCOLS[name]
+
+
+def task_sizes(cfg: Any) -> list[int]:
+    """Classes of every task: ``cfg.task_sizes`` when given (it must sum to the dataset's classes), else the
+    protocol's split."""
+    from workbench.data import dataset_info
+
+    proto = protocol(cfg.benchmark)
+    num_classes = dataset_info(proto.dataset).num_classes
+    sizes = list(getattr(cfg, "task_sizes", []) or [])
+    if not sizes:
+        return proto.classes_per_task(num_classes)
+    if sum(sizes) != num_classes or min(sizes) < 1:
+        raise WorkbenchError(
+            f"bad value for 'task_sizes': {sizes} sums to {sum(sizes)}, {proto.dataset} has {num_classes} classes; "
+            f"give positive sizes that sum to {num_classes}, e.g. task_sizes={num_classes - 6},2,2,2"
+        )
+    return sizes
 
 
 def default_class_order(num_classes: int, seed: int) -> list[int]:
@@ -84,39 +104,14 @@ def split_by_order(class_order: list[int], sizes: list[int]) -> list[list[int]]:
 
 
 def validation_indices(targets: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(train_idx, val_idx)``: ``round(fraction · n_c)`` items of every class c go to validation (seeded)."""
-    g = torch.Generator().manual_seed(derive_seed(seed, "validation"))
-    train, val = [], []
-    for c in torch.unique(targets).tolist():
-        members = (targets == c).nonzero().squeeze(1)
-        members = members[torch.randperm(len(members), generator=g)]
-        k = int(round(fraction * len(members)))
-        val.append(members[:k])
-        train.append(members[k:])
-    return torch.cat(train).sort().values, torch.cat(val).sort().values
+    """``(train_idx, val_idx)``: ``round(fraction · n_c)`` items of every class c go to validation, drawn with
+    ``derive_seed(seed, "validation")`` (the core's ``workbench.data.fraction_split``)."""
+    from workbench.data import fraction_split
+
+    return fraction_split(targets, fraction, derive_seed(seed, "validation"))
 
 
-class CropFlip:
-    """Per-item train augmentation on a normalised ``(C, H, W)`` tensor: random crop after padding with the
-    dataset's black level (the value a 0 pixel normalises to), then a left-right flip with probability ½."""
-
-    def __init__(self, padding: int, hflip: bool, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        self.padding, self.hflip = padding, hflip
-        self.fill = (-torch.tensor(mean) / torch.tensor(std)).view(-1, 1, 1)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.padding:
-            p = self.padding
-            c, h, w = x.shape
-            padded = self.fill.expand(c, h + 2 * p, w + 2 * p).clone()
-            padded[:, p : p + h, p : p + w] = x
-            dy, dx = torch.randint(0, 2 * p + 1, (2,)).tolist()
-            x = padded[:, dy : dy + h, dx : dx + w]
-        if self.hflip and torch.rand(()) < 0.5:
-            x = x.flip(-1)
-        return x
-
-
+#: crop padding and flip of the CIL protocols (crop + flip of normalised items: ``workbench.data.CropFlip``)
 AUGMENTATION = {"fashion-mnist": (2, False), "digits": (1, False), "cifar100": (4, True), "tiny-imagenet": (8, True)}
 
 
@@ -175,7 +170,7 @@ def build_stream(cfg: Any) -> Stream:
 
     proto = protocol(cfg.benchmark)
     info = dataset_info(proto.dataset)
-    sizes = proto.classes_per_task(info.num_classes)
+    sizes = task_sizes(cfg)
     order = list(cfg.class_order) or default_class_order(info.num_classes, cfg.seed)
     if len(order) != info.num_classes:
         raise WorkbenchError(
@@ -189,13 +184,26 @@ def build_stream(cfg: Any) -> Stream:
                 f"the {name} data of {proto.dataset} has no images of classes {missing[:10]}; "
                 "use a larger subset/test_subset or a smaller validation fraction"
             )
+    from workbench.data.tensor_dataset import CropFlip
+
+    train_transform = None
+    if cfg.augment and proto.dataset in AUGMENTATION:
+        pad, flip = AUGMENTATION[proto.dataset]
+        train_transform = CropFlip(pad, flip, info.mean, info.std)  # the core's, on normalised items
+    stream = make_stream(train, evaluation, order, sizes, train_transform)
+    stream.in_channels, stream.image_size = info.in_channels, tuple(info.image_size)
+    stream.dataset, stream.eval_split = proto.dataset, split
+    return stream
+
+
+def make_stream(train: Any, evaluation: Any, order: list[int], sizes: list[int], train_transform: Any = None) -> Stream:
+    """Avalanche's ``class_incremental_benchmark`` over two datasets with ``.targets`` (items ``(x, y)``): tasks
+    of ``sizes`` classes taken in ``order``; ``train_transform`` applies to training items only (the train
+    group: ``experience.dataset.eval()`` gives the unaugmented items)."""
     from avalanche.benchmarks.scenarios.supervised import class_incremental_benchmark
     from avalanche.benchmarks.utils.classification_dataset import _make_taskaware_classification_dataset
 
-    groups: dict[str, Any] = {"train": None, "eval": None}
-    if cfg.augment and proto.dataset in AUGMENTATION:
-        pad, flip = AUGMENTATION[proto.dataset]
-        groups["train"] = CropFlip(pad, flip, info.mean, info.std)
+    groups: dict[str, Any] = {"train": train_transform, "eval": None}
     datasets = {
         "train": _make_taskaware_classification_dataset(train, transform_groups=groups),
         "test": _make_taskaware_classification_dataset(evaluation, transform_groups=groups),
@@ -203,11 +211,11 @@ def build_stream(cfg: Any) -> Stream:
     scenario = class_incremental_benchmark(datasets, class_order=order, num_classes_per_exp=sizes)
     return Stream(
         scenario=scenario,
-        class_order=order,
+        class_order=list(order),
         task_classes=split_by_order(order, sizes),
-        num_classes=info.num_classes,
-        in_channels=info.in_channels,
-        image_size=tuple(info.image_size),
-        dataset=proto.dataset,
-        eval_split=split,
+        num_classes=len(order),
+        in_channels=1,
+        image_size=(1, 1),
+        dataset="tensors",
+        eval_split="test",
     )

@@ -25,6 +25,7 @@ BatchNorm statistics are frozen after task 0 by default (``etag.freeze_bn``).
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,9 +35,31 @@ from torch import nn
 
 from continual.models import ETagNet, FeatureCVAE
 from continual.plugins import mask_unseen
+from continual.registry import CIL_METHODS, CILContext, CILMethod
 from continual.template import WorkbenchTemplate
+from workbench.config import opt
 from workbench.distill import embedding_distance, joint_kd_loss, joint_labels, rotate_batch, unrotated
 from workbench.models import frozen_copy
+
+
+@dataclasses.dataclass
+class ETagConfig:
+    """eTag (arXiv 2304.10103) keys."""
+
+    temperature: float = opt(3.0, "KD temperature T over the auxiliary rotation heads", gt=0)
+    kd_weight: float = opt(1.0, "multiplier of L_kd = k·Σ_b T²·KL(old_b ‖ new_b)", ge=0)
+    dist_weight: float = opt(1.0, "multiplier of L_dist = k·‖f_new − f_old‖₂ (un-squared, whole rotated batch)", ge=0)
+    kd_last_head: bool = opt(False, "also distil the last-stage rotation head (paper: branches after stages 1..S−1)")
+    freeze_bn: bool = opt(True, "freeze BatchNorm running statistics after task 0")
+    gen_steps: int = opt(
+        300, "CVAE generator optimizer steps after each task (on cached features; bounds its cost)", ge=0
+    )
+    gen_lr: float = opt(1e-3, "generator Adam learning rate (paper 1e-4 with 100-epoch solver training)", gt=0)
+    gen_batch_size: int = opt(128, "generator batch size", ge=1)
+    gen_hidden: int = opt(0, "generator hidden width (0 = the embedding width, at least 128: 512 on ResNet-18)", ge=0)
+    latent_dim: int = opt(0, "generator latent size (0 = min(200, embedding width): 200 on ResNet-18)", ge=0)
+    gen_ce_weight: float = opt(1.0, "weight of the task-oriented CE(head(x̂), y) term of the generator", ge=0)
+    gen_distill_weight: float = opt(1e-3, "weight of the generator distillation k·‖G_t − G_{t−1}‖² (per k)", ge=0)
 
 
 def cvae_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -211,3 +234,19 @@ class ETag(WorkbenchTemplate):
             old = copy.deepcopy(self.model)
             old.load_state_dict(state["old_model"])
             self.old_model = frozen_copy(old)
+
+
+class ETagMethod(CILMethod):
+    """eTag on the backbone plus its rotation branches (``ETagNet``)."""
+
+    section = "etag"
+    keys = ETagConfig
+    paper = "arXiv 2304.10103"
+    tiny_overrides = ("etag.gen_steps=20", "etag.gen_hidden=64")
+
+    def build(self, ctx: CILContext) -> ETag:
+        net = ETagNet(ctx.backbone, ctx.stream.num_classes)
+        return ETag(model=net, etag_cfg=ctx.keys, **ctx.template_kwargs())
+
+
+CIL_METHODS.register("etag", ETagMethod())

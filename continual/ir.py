@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import torch
@@ -23,10 +24,26 @@ from torch import nn
 
 from continual.models import IRNet
 from continual.plugins import UNSEEN
+from continual.registry import CIL_METHODS, CILContext, CILMethod
 from continual.template import WorkbenchTemplate
+from workbench.config import opt
 from workbench.distill import embedding_distance, joint_labels, rotate_batch
 from workbench.distill.rotation import NUM_ROTATIONS
 from workbench.models import frozen_copy
+
+
+@dataclasses.dataclass
+class IRConfig:
+    """IR (arXiv 2403.16221) keys."""
+
+    augmentation: str = opt("rotation", "label-expanding augmentation of the transient head", ("rotation", "mixup"))
+    mixup_alpha: float = opt(1.0, "Beta(α, α) of mixup", gt=0)
+    dist_weight: float = opt(1.0, "λ of the L2 space-maintenance term λ·‖f_new − f_old‖₂", ge=0)
+    scale_by_k: bool = opt(True, "multiply the space-maintenance term by k (old task units), as eTag does")
+    metric: str = opt("cosine", "nearest-prototype metric", ("cosine", "l2"))
+    sdc: bool = opt(False, "semantic drift compensation of old prototypes (Yu et al. 2020)")
+    sdc_sigma: float = opt(1.0, "SDC Gaussian kernel width σ in embedding units", gt=0)
+    freeze_bn: bool = opt(False, "freeze BatchNorm running statistics after task 0")
 
 
 def class_prototypes(feats: torch.Tensor, labels: torch.Tensor, classes: list[int]) -> torch.Tensor:
@@ -162,3 +179,17 @@ class IR(WorkbenchTemplate):
             old = copy.deepcopy(self.model)
             old.load_state_dict(state["old_model"])
             self.old_model = frozen_copy(old)
+
+
+class IRMethod(CILMethod):
+    """IR on the backbone's embedding with a transient head (``IRNet``)."""
+
+    section = "ir"
+    keys = IRConfig
+    paper = "arXiv 2403.16221"
+
+    def build(self, ctx: CILContext) -> IR:
+        return IR(model=IRNet(ctx.backbone), ir_cfg=ctx.keys, **ctx.template_kwargs())
+
+
+CIL_METHODS.register("ir", IRMethod())

@@ -7,7 +7,11 @@
 - average incremental accuracy: ``mean_i s_i`` (over every task, the first included, as eTag/PASS report it);
 - last accuracy: ``s_{T−1}``;
 - average forgetting (Chaudhry et al., arXiv 1801.10112): ``mean_{j<T−1} (max_{i<T−1} a[i][j] − a[T−1][j])``,
-  0 for a single task.
+  0 for a single task;
+- backward transfer (Lopez-Paz & Ranzato, arXiv 1706.08840): ``BWT = mean_{j<T−1} (a[T−1][j] − a[j][j])``
+  (negative = forgetting), 0 for a single task;
+- old- and new-class accuracy after task i: ``old_i = Σ_{j<i} n_j·a[i][j] / Σ_{j<i} n_j`` (``None`` for i = 0)
+  and ``new_i = a[i][i]`` (the classes of the task just learned).
 """
 
 from __future__ import annotations
@@ -55,12 +59,37 @@ def average_forgetting(matrix: Matrix) -> float:
     return sum(drops) / len(drops)
 
 
+def backward_transfer(matrix: Matrix) -> float:
+    """``mean_{j<T−1} (a[T−1][j] − a[j][j])``: the change of every old task's accuracy since it was learned."""
+    rows = _check(matrix)
+    if rows < 2:
+        return 0.0
+    last = rows - 1
+    return sum(float(matrix[last][j]) - float(matrix[j][j]) for j in range(last)) / last
+
+
+def old_new_accuracy(matrix: Matrix, sizes: Sequence[int] | None = None) -> tuple[list[float | None], list[float]]:
+    """``(old, new)`` after every task: test-size weighted accuracy on the earlier tasks' classes (``None`` after
+    the first task) and accuracy on the classes of the task just learned."""
+    rows = _check(matrix)
+    sizes = list(sizes) if sizes is not None else [1] * max(rows, len(matrix[-1]) if rows else 0)
+    old: list[float | None] = [None]
+    for i in range(1, rows):
+        old.append(sum(sizes[j] * float(matrix[i][j]) for j in range(i)) / sum(sizes[:i]))
+    return old, [float(matrix[i][i]) for i in range(rows)]
+
+
 def summarize(matrix: Matrix, sizes: Sequence[int] | None = None) -> dict[str, object]:
-    """``seen_acc``, ``avg_incremental_acc``, ``last_acc``, ``avg_forgetting`` of a (partial) matrix."""
+    """``seen_acc``, ``avg_incremental_acc``, ``last_acc``, ``avg_forgetting``, ``bwt``, ``old_acc``, ``new_acc``
+    of a (partial) matrix."""
     seen = seen_accuracy(matrix, sizes)
+    old, new = old_new_accuracy(matrix, sizes)
     return {
         "seen_acc": seen,
         "avg_incremental_acc": sum(seen) / len(seen),
         "last_acc": seen[-1],
         "avg_forgetting": average_forgetting(matrix),
+        "bwt": backward_transfer(matrix),
+        "old_acc": old,
+        "new_acc": new,
     }

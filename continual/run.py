@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from workbench.checkpoint import load_checkpoint, save_checkpoint
@@ -65,6 +66,7 @@ def summary_of(cfg: Any, stream: Any, rows: list, seconds: list, extra: dict) ->
     from continual.metrics import summarize
 
     sizes = [len(e.dataset) for e in stream.scenario.test_stream]
+    metrics = summarize([r[: i + 1] for i, r in enumerate(rows)], sizes)
     return {
         "method": cfg.method,
         "benchmark": cfg.benchmark,
@@ -77,19 +79,62 @@ def summary_of(cfg: Any, stream: Any, rows: list, seconds: list, extra: dict) ->
         "complete": len(rows) == stream.num_tasks,
         "num_tasks": stream.num_tasks,
         "acc_matrix": rows,
-        **summarize([r[: i + 1] for i, r in enumerate(rows)], sizes),
+        "test_sizes": sizes,
+        **metrics,
+        "last_old_acc": metrics["old_acc"][-1],
+        "last_new_acc": metrics["new_acc"][-1],
         "seconds_per_task": seconds,
         "mean_seconds_per_task": sum(seconds) / len(seconds),
         **extra,
     }
 
 
-def run(cfg: Any, run: Run) -> dict[str, Any]:
+@dataclass
+class Session:
+    """What ``prepare`` sets up for the task loop: the stream, the strategy factory, the plugins and the progress
+    restored from a checkpoint (rows of the accuracy matrix, seconds, the global step)."""
+
+    cfg: Any
+    run: Run
+    stream: Any
+    device: Any
+    plugin: Any
+    seen: Any
+    tb: Any
+    rows: list = field(default_factory=list)
+    seconds: list = field(default_factory=list)
+    gen_seconds: list = field(default_factory=list)
+    step: int = 0
+    strategy: Any = None
+
+    @property
+    def method(self) -> Any:
+        from continual.registry import CIL_METHODS
+
+        return CIL_METHODS[self.cfg.method]
+
+    @property
+    def checkpoint(self) -> Any:
+        return self.run.checkpoints / CHECKPOINT_NAME
+
+    def fresh_strategy(self) -> Any:
+        """The method's strategy around a backbone seeded from ``(seed, "model-init")``."""
+        from continual.strategies import build_backbone, build_strategy
+
+        seed_everything(derive_seed(self.cfg.seed, "model-init"))
+        backbone = build_backbone(self.cfg, self.stream)
+        evaluator = make_evaluator([self.tb] if self.tb else [])
+        return build_strategy(self.cfg, self.stream, backbone, self.device, [self.plugin, self.seen], evaluator)
+
+
+def prepare(cfg: Any, run: Run) -> Session:
+    """Resolve the config, build the stream (refusing bad input before training), the plugins and the strategy,
+    and restore the progress of a resumed run."""
     from avalanche.logging import TensorboardLogger
 
     from continual.benchmarks import build_stream
     from continual.plugins import SeenClassesPlugin, WorkbenchPlugin
-    from continual.strategies import build_backbone, build_strategy, load_strategy_state, strategy_state
+    from continual.strategies import load_strategy_state
     from workbench.device import choose_device
 
     resolve(cfg)
@@ -97,9 +142,6 @@ def run(cfg: Any, run: Run) -> dict[str, Any]:
     stream = build_stream(cfg)
     cfg.class_order = list(stream.class_order)
     run.save_config(cfg)
-    num_tasks = stream.num_tasks
-    train_stream, test_stream = stream.scenario.train_stream, stream.scenario.test_stream
-
     tb = TensorboardLogger(tb_log_dir=str(run.dir / "avalanche")) if run.is_main else None
     plugin = WorkbenchPlugin(
         lr=cfg.lr,
@@ -112,88 +154,106 @@ def run(cfg: Any, run: Run) -> dict[str, Any]:
         log_every=cfg.log_every,
         progress=cfg.progress and run.is_main,
     )
-    seen = SeenClassesPlugin(stream.task_classes)
-
-    def fresh_strategy() -> Any:
-        seed_everything(derive_seed(cfg.seed, "model-init"))
-        backbone = build_backbone(cfg, stream)
-        return build_strategy(cfg, stream, backbone, device, [plugin, seen], make_evaluator([tb] if tb else []))
-
-    joint = cfg.method == "joint"
-    strategy = None if joint else fresh_strategy()
-    rows: list[list[float | None]] = []
-    seconds: list[float] = []
-    gen_seconds: list[float] = []
-    step = 0
-    ckpt = run.checkpoints / CHECKPOINT_NAME
-    if run.resumed and ckpt.is_file():
-        data = load_checkpoint(ckpt, CHECKPOINT_FORMAT, map_location=device)
-        if data["num_tasks"] != num_tasks or data["method"] != cfg.method:
-            raise WorkbenchError(f"checkpoint {ckpt} belongs to another method or stream; start a new run")
-        rows, seconds, gen_seconds, step = data["rows"], data["seconds"], data["generator_seconds"], data["step"]
-        if strategy is not None:
-            load_strategy_state(strategy, data["strategy"])
-        run.resume_logging_at(step)
-        print(f"resuming after task {len(rows) - 1} of {num_tasks}", flush=True)
+    s = Session(cfg, run, stream, device, plugin, SeenClassesPlugin(stream.task_classes), tb)
+    s.strategy = None if s.method.retrains else s.fresh_strategy()
+    if run.resumed and s.checkpoint.is_file():
+        data = load_checkpoint(s.checkpoint, CHECKPOINT_FORMAT, map_location=device)
+        if data["num_tasks"] != stream.num_tasks or data["method"] != cfg.method:
+            raise WorkbenchError(f"checkpoint {s.checkpoint} belongs to another method or stream; start a new run")
+        s.rows, s.seconds, s.gen_seconds, s.step = (
+            data["rows"],
+            data["seconds"],
+            data["generator_seconds"],
+            data["step"],
+        )
+        if s.strategy is not None:
+            load_strategy_state(s.strategy, data["strategy"], cfg.method)
+        run.resume_logging_at(s.step)
+        print(f"resuming after task {len(s.rows) - 1} of {stream.num_tasks}", flush=True)
     elif run.resumed:
         run.resume_logging_at(-1)
+    return s
 
+
+def train_task(s: Session, t: int) -> None:
+    """Train task ``t`` (a method that retrains: a fresh model on tasks ``0..t``) and append its seconds."""
+    cfg = s.cfg
+    train_stream = s.stream.scenario.train_stream
+    seed_everything(derive_seed(cfg.seed, "task", t))
+    s.plugin.task = s.seen.task = t
+    start = time.perf_counter()
+    if s.method.retrains:
+        s.strategy = s.fresh_strategy()
+        s.plugin.iteration_offset = s.step
+        s.strategy.train(train_stream[: t + 1], eval_streams=[], num_workers=cfg.num_workers)
+        s.step += s.strategy.clock.train_iterations
+    else:
+        s.strategy.train(train_stream[t], eval_streams=[], reset_optimizer_state=True, num_workers=cfg.num_workers)
+        s.step = s.strategy.clock.train_iterations
+    s.seconds.append(time.perf_counter() - start)
+    if hasattr(s.strategy, "generator_seconds"):
+        s.gen_seconds.append(s.strategy.generator_seconds[-1])
+
+
+def evaluate_task(s: Session, t: int) -> None:
+    """Evaluate on the tasks ``0..t`` seen so far: row ``t`` of the accuracy matrix."""
+    results = s.strategy.eval(s.stream.scenario.test_stream[: t + 1], num_workers=s.cfg.num_workers)
+    s.rows.append(task_accuracies(results, t + 1) + [None] * (s.stream.num_tasks - t - 1))
+
+
+def report_task(s: Session, t: int) -> dict[str, Any]:
+    """The summary after task ``t``: scalars, the checkpoint, ``summary.json`` and one printed line."""
+    from continual.strategies import strategy_state
+
+    cfg, run, rows, seconds = s.cfg, s.run, s.rows, s.seconds
+    extra = {"generator_seconds": s.gen_seconds} if s.gen_seconds else {}
+    summary = summary_of(cfg, s.stream, rows, seconds, extra)
+    values = {f"cil/acc_task{j}": a for j, a in enumerate(rows[-1][: t + 1])}
+    values.update(
+        {
+            "cil/seen_acc": summary["seen_acc"][-1],
+            "cil/avg_incremental_acc": summary["avg_incremental_acc"],
+            "cil/avg_forgetting": summary["avg_forgetting"],
+            "cil/seconds_per_task": seconds[-1],
+            "cil/task": t,
+        }
+    )
+    run.logger.scalars(values, s.step)
+    run.logger.flush()
+    if run.is_main:
+        payload = {
+            "method": cfg.method,
+            "num_tasks": s.stream.num_tasks,
+            "rows": rows,
+            "seconds": seconds,
+            "generator_seconds": s.gen_seconds,
+            "step": s.step,
+            "strategy": None if s.method.retrains else strategy_state(s.strategy, cfg.method),
+        }
+        save_checkpoint(s.checkpoint, payload, fmt=CHECKPOINT_FORMAT)
+        run.write_summary(summary)
+    print(
+        f"task {t + 1}/{s.stream.num_tasks}: seen-class acc {summary['seen_acc'][-1]:.2f}%  "
+        f"row {[round(a, 1) for a in rows[-1][: t + 1]]}  {seconds[-1]:.1f}s",
+        flush=True,
+    )
+    return summary
+
+
+def run(cfg: Any, run: Run) -> dict[str, Any]:
+    """prepare → (train, evaluate, report) per task → plots."""
+    s = prepare(cfg, run)
     summary: dict[str, Any] = {}
     try:
+        num_tasks = s.stream.num_tasks
         last_task = min(num_tasks, cfg.max_tasks) if cfg.max_tasks else num_tasks
-        for t in range(len(rows), last_task):
-            seed_everything(derive_seed(cfg.seed, "task", t))
-            plugin.task = seen.task = t
-            start = time.perf_counter()
-            if joint:
-                strategy = fresh_strategy()
-                plugin.iteration_offset = step
-                strategy.train(train_stream[: t + 1], eval_streams=[], num_workers=cfg.num_workers)
-                step += strategy.clock.train_iterations
-            else:
-                strategy.train(
-                    train_stream[t], eval_streams=[], reset_optimizer_state=True, num_workers=cfg.num_workers
-                )
-                step = strategy.clock.train_iterations
-            seconds.append(time.perf_counter() - start)
-            if hasattr(strategy, "generator_seconds"):
-                gen_seconds.append(strategy.generator_seconds[-1])
-            results = strategy.eval(test_stream[: t + 1], num_workers=cfg.num_workers)
-            rows.append(task_accuracies(results, t + 1) + [None] * (num_tasks - t - 1))
-            extra = {"generator_seconds": gen_seconds} if gen_seconds else {}
-            summary = summary_of(cfg, stream, rows, seconds, extra)
-            values = {f"cil/acc_task{j}": a for j, a in enumerate(rows[-1][: t + 1])}
-            values.update(
-                {
-                    "cil/seen_acc": summary["seen_acc"][-1],
-                    "cil/avg_incremental_acc": summary["avg_incremental_acc"],
-                    "cil/avg_forgetting": summary["avg_forgetting"],
-                    "cil/seconds_per_task": seconds[-1],
-                    "cil/task": t,
-                }
-            )
-            run.logger.scalars(values, step)
-            run.logger.flush()
-            if run.is_main:
-                payload = {
-                    "method": cfg.method,
-                    "num_tasks": num_tasks,
-                    "rows": rows,
-                    "seconds": seconds,
-                    "generator_seconds": gen_seconds,
-                    "step": step,
-                    "strategy": None if joint else strategy_state(strategy),
-                }
-                save_checkpoint(ckpt, payload, fmt=CHECKPOINT_FORMAT)
-                run.write_summary(summary)
-            print(
-                f"task {t + 1}/{num_tasks}: seen-class acc {summary['seen_acc'][-1]:.2f}%  "
-                f"row {[round(a, 1) for a in rows[-1][: t + 1]]}  {seconds[-1]:.1f}s",
-                flush=True,
-            )
+        for t in range(len(s.rows), last_task):
+            train_task(s, t)
+            evaluate_task(s, t)
+            summary = report_task(s, t)
     finally:
-        if tb is not None:
-            tb.writer.close()
+        if s.tb is not None:
+            s.tb.writer.close()
     if run.is_main:
         write_plots(run, cfg, summary)
     return summary

@@ -133,6 +133,8 @@ def run_command(cmd: Command, argv: list[str], prog: str, group: str) -> int:
         cfg = resolve_config(schema, overrides, base=saved)
         _check_resume_changes(cmd, prog, resolve_config(schema, [], base=saved), cfg)
     else:
+        if preset is None and (preset := cmd.keyed_preset(overrides)) is not None:
+            print(f"preset: {preset} (the settings of {cmd.preset_key}={preset}; --preset NAME to choose others)")
         cfg = resolve_config(schema, overrides, preset or cmd.default_preset, cmd.presets_dir())
     if distributed.launched_by_torchrun():
         # join the process group before the run directory exists: only rank 0 creates and writes it

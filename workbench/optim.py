@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -30,6 +30,18 @@ def build_optimizer(
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     raise unknown("optimizer", name, OPTIMIZERS)
+
+
+def optimizer_factory(
+    name: str, lr: float, weight_decay: float = 0.0, momentum: float = 0.9, nesterov: bool = False
+) -> Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]:
+    """``params → build_optimizer(params, name, lr, ...)``: for loops that build a fresh optimizer per phase
+    (the CIL strategies rebuild theirs at every task)."""
+
+    def make(params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        return build_optimizer(params, name, lr, weight_decay, momentum, nesterov)
+
+    return make
 
 
 def lr_factor(

@@ -130,3 +130,77 @@ def test_both_atari_backends_give_uint8_4x84x84_stacks_and_full_game_episodes():
             break
     env.close()
     assert game is not None and dones == 5 and game["l"] > 5
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["ppo.gamma=0"], "bad value for 'ppo.gamma': 0.0; must be > 0"),
+        (["dqn.gamma=1.5"], "bad value for 'dqn.gamma': 1.5; must be ≤ 1"),
+        (["temperature=0"], "bad value for 'temperature': 0.0; must be > 0"),
+        (["dqn_tau=-1"], "bad value for 'dqn_tau': -1.0; must be > 0"),
+        (["lambda_dec=-0.1"], "bad value for 'lambda_dec'"),
+        (["lambda_feat=-1"], "bad value for 'lambda_feat'"),
+        (["ppo.target_kl=-0.01"], "bad value for 'ppo.target_kl'"),
+        (["ppo.schedule_steps=-5"], "bad value for 'ppo.schedule_steps'"),
+        (["dqn.exploration_final_eps=2"], "bad value for 'dqn.exploration_final_eps'"),
+        (["n_envs=0"], "bad value for 'n_envs': 0; must be ≥ 1"),
+        (["total_steps=0"], "bad value for 'total_steps'"),
+    ],
+)
+def test_declared_bounds_reject_bad_values_in_one_line(args, needle):
+    from agents.config import TrainConfig
+    from workbench.config import resolve_config
+    from workbench.errors import WorkbenchError
+
+    with pytest.raises(WorkbenchError) as exc:
+        resolve_config(TrainConfig, args)
+    assert needle in str(exc.value) and "\n" not in str(exc.value), str(exc.value)
+
+
+def test_compare_over_games_normalises_and_aggregates(run_root):
+    """Two games: per-game tables, normalised scores = (score − random)/(reference − random), IQM with CIs,
+    P(opd-da > independent) and performance profiles from workbench.stats."""
+    from agents.compare import run as compare_run
+    from agents.config import CompareConfig
+    from workbench import stats
+    from workbench.config import resolve_config
+    from workbench.runs import create_run
+
+    cfg = resolve_config(
+        CompareConfig,
+        [
+            "envs=CartPole-v1,Acrobot-v1",
+            "methods=independent,opd-da",
+            "seeds=0,1",
+            "students=2",
+            "total_steps=128",
+            "random_episodes=2",
+            "bootstrap_reps=200",
+            "references=CartPole-v1=500",
+            f"run_root={run_root}",
+            "overrides=n_envs=2,ppo.n_steps=32,ppo.batch_size=32,ppo.n_epochs=1,eval_episodes=1,eval_envs=1,"
+            "log_every=32,eval_max_steps=100",
+        ],
+    )
+    run = create_run("rl", cfg, "games")
+    summary = compare_run(cfg, run)
+    run.close()
+    report = (run.dir / "report.md").read_text()
+    assert "## CartPole-v1" in report and "## Acrobot-v1" in report and "P(opd-da > Y)" in report
+    assert (run.dir / "plots" / "profile.png").is_file()
+    assert (run.dir / "plots" / "learning_curves_CartPole-v1.png").is_file()
+    agg = summary["aggregate"]
+    norm = agg["normalisation"]
+    assert norm["CartPole-v1"]["reference"] == 500.0 and "given" in norm["CartPole-v1"]["reference_source"]
+    assert norm["Acrobot-v1"]["reference_source"].startswith("best run of this compare")
+    for env in ("CartPole-v1", "Acrobot-v1"):
+        low, high = norm[env]["random"], norm[env]["reference"]
+        raw = summary["games"][env]["opd-da"]["student_mean"]
+        np.testing.assert_allclose(agg["normalised"]["opd-da"][env], [(x - low) / (high - low) for x in raw])
+    iqm = stats.iqm(list(agg["normalised"]["independent"].values()))
+    assert agg["methods"]["independent"]["iqm"][0] == pytest.approx(iqm)
+    lo, hi = agg["methods"]["independent"]["iqm"][1:]
+    assert lo <= iqm <= hi
+    p = agg["probability_of_improvement"]["independent"]
+    assert 0.0 <= p[1] <= p[0] <= p[2] <= 1.0

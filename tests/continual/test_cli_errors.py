@@ -24,10 +24,20 @@ def _check_refused(result, run_root: Path, needle: str) -> None:
         (["benchmark=split-mnist-7"], "benchmark"),
         (["benchmark=cifar100-b50-10"], "cifar100"),
         (["benchmark=split-digits-5", "class_order=0,1,2"], "class_order"),
+        (["benchmark=split-digits-5", "etag.temperature=0"], "etag.temperature"),
+        (["benchmark=split-digits-5", "validation=1.0"], "validation"),
+        (["benchmark=split-digits-5", "baseline.ewc_lambda=-1"], "baseline.ewc_lambda"),
+        (["benchmark=split-digits-5", "lr=nan"], "lr"),
+        (["benchmark=split-digits-5", "task_sizes=4,3,2"], "task_sizes"),
+        (["benchmark=fmnist-b4-3", "task_sizes=5,2,2"], "task_sizes"),
+        (["benchmark=split-digits-5", "method=ncm", "task_sizes=1,3,2,2,2"], "first task"),
+        (["benchmark=split-digits-5", "method=fecam", "task_sizes=1,3,2,2,2"], "first task"),
+        (["benchmark=split-digits-5", "methods=naive,fecam", "task_sizes=1,3,2,2,2"], "first task"),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(cli, run_root: Path, tmp_path: Path, args: list, needle: str) -> None:
-    result = cli("cil", "run", f"run_root={run_root}", f"data_root={tmp_path / 'no-data'}", *args)
+    command = "compare" if any(a.startswith("methods=") for a in args) else "run"
+    result = cli("cil", command, f"run_root={run_root}", f"data_root={tmp_path / 'no-data'}", *args)
     _check_refused(result, run_root, needle)
 
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from continual.metrics import average_forgetting, average_incremental_accuracy, last_accuracy, seen_accuracy, summarize
+from continual.metrics import (
+    average_forgetting,
+    average_incremental_accuracy,
+    backward_transfer,
+    last_accuracy,
+    old_new_accuracy,
+    seen_accuracy,
+    summarize,
+)
 
 # a[i][j]: accuracy on task j after training task i (None above the diagonal)
 MATRIX = [
@@ -50,3 +58,22 @@ def test_summarize_keys_and_partial_matrix() -> None:
 def test_missing_entry_is_rejected() -> None:
     with pytest.raises(ValueError, match="row 1"):
         seen_accuracy([[90.0], [None, 80.0]])
+
+
+def test_backward_transfer_by_hand() -> None:
+    a = [[90.0, None, None], [70.0, 80.0, None], [50.0, 60.0, 85.0]]
+    # BWT = ((50 − 90) + (60 − 80)) / 2
+    assert backward_transfer(a) == pytest.approx(-30.0)
+    assert backward_transfer([[42.0]]) == 0.0
+    assert backward_transfer([[40.0, None], [55.0, 70.0]]) == pytest.approx(15.0)  # positive transfer
+
+
+def test_old_and_new_class_accuracy_weighted_by_test_sizes() -> None:
+    a = [[90.0, None, None], [70.0, 80.0, None], [50.0, 60.0, 85.0]]
+    old, new = old_new_accuracy(a, [400, 200, 200])
+    assert old[0] is None
+    assert old[1] == pytest.approx(70.0)
+    assert old[2] == pytest.approx((400 * 50.0 + 200 * 60.0) / 600)
+    assert new == [90.0, 80.0, 85.0]
+    s = summarize(a, [400, 200, 200])
+    assert s["bwt"] == pytest.approx(-30.0) and s["old_acc"] == old and s["new_acc"] == new

@@ -1,4 +1,7 @@
-"""End-to-end ``workbench cil run`` on short digits streams (in-process: Avalanche is imported once)."""
+"""End-to-end ``workbench cil run`` on short digits streams (in-process: Avalanche is imported once).
+
+Every method registered in ``continual.registry.CIL_METHODS`` gets the two-task smoke test and the exact-resume
+test automatically (with its ``tiny_overrides``), so a method cannot be registered untested."""
 
 from __future__ import annotations
 
@@ -8,15 +11,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from continual.config import METHODS
+from continual.registry import CIL_METHODS
 from workbench.cli import main
 
-FAST = ["benchmark=split-digits-5", "epochs=1", "progress=false", "etag.gen_steps=20", "etag.gen_hidden=64"]
+FAST = ["benchmark=split-digits-5", "epochs=1", "progress=false"]
+METHODS = CIL_METHODS.names()
 
 
 def _run(run_root: Path, *args: str) -> Path:
     before = set(run_root.rglob("config.yaml")) if run_root.exists() else set()
-    assert main(["cil", "run", *FAST, f"run_root={run_root}", *args]) == 0
+    method = next((a.split("=", 1)[1] for a in args if a.startswith("method=")), "etag")
+    tiny = list(CIL_METHODS[method].tiny_overrides)
+    assert main(["cil", "run", *FAST, *tiny, f"run_root={run_root}", *args]) == 0
     new = set(run_root.rglob("config.yaml")) - before
     assert len(new) == 1
     return next(iter(new)).parent
@@ -48,14 +54,23 @@ def test_two_tasks_every_method(method: str, run_root: Path) -> None:
     assert [x["cil/task"] for x in lines if "cil/task" in x] == [0, 1]
 
 
-@pytest.mark.parametrize("method", ["etag", "ewc"])
-def test_resume_after_first_task_matches_uninterrupted(method: str, run_root: Path) -> None:
-    full = _summary(_run(run_root, f"method={method}", "max_tasks=3", "seed=1"))
+@pytest.mark.parametrize(("method", "tasks"), [(m, 3 if m in ("etag", "ewc") else 2) for m in METHODS])
+def test_resume_after_first_task_matches_uninterrupted(method: str, tasks: int, run_root: Path) -> None:
+    full = _summary(_run(run_root, f"method={method}", f"max_tasks={tasks}", "seed=1"))
     part_dir = _run(run_root, f"method={method}", "max_tasks=1", "seed=1")
     assert _summary(part_dir)["tasks_done"] == 1
-    assert main(["cil", "run", "--resume", str(part_dir), "max_tasks=3"]) == 0
+    assert main(["cil", "run", "--resume", str(part_dir), f"max_tasks={tasks}"]) == 0
     resumed = _summary(part_dir)
     assert resumed["acc_matrix"] == full["acc_matrix"]
     assert resumed["class_order"] == full["class_order"]
     steps = [json.loads(x)["step"] for x in (part_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps)
+
+
+def test_benchmark_brings_its_protocol_settings(run_root: Path, capsys) -> None:
+    """``benchmark=X`` trains with preset X's settings (issue 21 item 10); typed keys still win."""
+    run_dir = _run(run_root, "method=naive", "max_tasks=1", "lr=0.005")
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert (cfg["optimizer"], cfg["batch_size"], cfg["model"]) == ("adam", 32, "mlp")
+    assert cfg["lr"] == 0.005 and cfg["epochs"] == 1
+    assert "preset: split-digits-5" in capsys.readouterr().out

@@ -152,12 +152,32 @@ def stratified_indices(targets: torch.Tensor, n: int, seed: int) -> torch.Tensor
     remainder = counts * n % total
     left = n - int(take.sum())
     take[torch.argsort(remainder, descending=True, stable=True)[:left]] += 1
+    return _draw_per_class(targets, labels.tolist(), take.tolist(), seed)[0]
+
+
+def _draw_per_class(
+    targets: torch.Tensor, labels: list[int], take: list[int], seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(picked, rest)``: ``take[i]`` random items of class ``labels[i]`` (one seeded permutation per class, in
+    label order), and the other items of those classes; both sorted index tensors."""
     generator = torch.Generator().manual_seed(seed)
-    picked = []
-    for label, k in zip(labels.tolist(), take.tolist()):
+    picked, rest = [], []
+    for label, k in zip(labels, take):
         members = (targets == label).nonzero().squeeze(1)
-        picked.append(members[torch.randperm(len(members), generator=generator)[:k]])
-    return torch.cat(picked).sort().values
+        members = members[torch.randperm(len(members), generator=generator)]
+        picked.append(members[:k])
+        rest.append(members[k:])
+    return torch.cat(picked).sort().values, torch.cat(rest).sort().values
+
+
+def fraction_split(targets: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(rest, held_out)``: ``round(fraction · n_c)`` random items of every class c held out (a per-class
+    validation split), the rest kept; sorted index tensors, the same for the same ``(fraction, seed)``."""
+    targets = torch.as_tensor(targets, dtype=torch.long)
+    labels = torch.unique(targets).tolist()
+    take = [int(round(fraction * int((targets == c).sum()))) for c in labels]
+    held, rest = _draw_per_class(targets, labels, take, seed)
+    return rest, held
 
 
 def holdout_indices(

@@ -22,10 +22,16 @@ if TYPE_CHECKING:
     from workbench.data.registry import DatasetInfo
 
 
-def random_crop(batch: torch.Tensor, padding: int) -> torch.Tensor:
-    """Zero-pad a (B, C, H, W) batch by ``padding`` and take one random (H, W) window per image."""
-    _, _, h, w = batch.shape
-    padded = F.pad(batch, (padding, padding, padding, padding))
+def random_crop(batch: torch.Tensor, padding: int, fill: torch.Tensor | None = None) -> torch.Tensor:
+    """Pad a (B, C, H, W) batch by ``padding`` (zeros, or the per-channel ``fill`` of shape (C,)) and take one
+    random (H, W) window per image."""
+    b, c, h, w = batch.shape
+    if fill is None:
+        padded = F.pad(batch, (padding, padding, padding, padding))
+    else:
+        p = padding
+        padded = fill.to(batch.dtype).view(1, -1, 1, 1).expand(b, c, h + 2 * p, w + 2 * p).clone()
+        padded[:, :, p : p + h, p : p + w] = batch
     offsets = torch.randint(0, 2 * padding + 1, (len(batch), 2)).tolist()
     return torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets)])
 
@@ -36,6 +42,24 @@ def random_hflip(batch: torch.Tensor) -> torch.Tensor:
     out = batch.clone()
     out[flip] = batch[flip].flip(-1)
     return out
+
+
+class CropFlip:
+    """Per-item train augmentation of an already normalised ``(C, H, W)`` tensor (e.g. an Avalanche train
+    transform): :func:`random_crop` padded with the dataset's black level (the value a 0 pixel normalises to,
+    ``−mean/std``), then :func:`random_hflip` if ``hflip``. Same draws from torch's global generator as the
+    batch functions on a batch of one."""
+
+    def __init__(self, padding: int, hflip: bool, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.padding, self.hflip = padding, hflip
+        self.fill = -torch.tensor(mean) / torch.tensor(std)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.padding:
+            x = random_crop(x.unsqueeze(0), self.padding, self.fill)[0]
+        if self.hflip:
+            x = random_hflip(x.unsqueeze(0))[0]
+        return x
 
 
 class TensorImageDataset(Dataset):
