@@ -1,15 +1,9 @@
 #!/usr/bin/env bash
-# Stop the one-node SLURM cluster that scripts/slurm-setup.sh started (the packages stay installed).
+# Stop the one-node SLURM cluster that scripts/slurm-setup.sh started (the packages stay installed), by the
+# daemons' pid files.
 set -uo pipefail
-for daemon in slurmd slurmctld munged; do
-    if [ -f "/run/$daemon.pid" ]; then
-        kill "$(cat "/run/$daemon.pid")" 2>/dev/null
+for pidfile in /run/slurmd.pid /run/slurmctld.pid /run/munge/munged.pid; do
+    if [ -s "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null; then
+        echo "stopped $(basename "$pidfile" .pid)"
     fi
 done
-for daemon in slurmd slurmctld; do
-    pid="$(pgrep -x "$daemon" | head -1)"
-    [ -n "$pid" ] && kill "$pid" 2>/dev/null
-done
-pid="$(pgrep -x munged | head -1)"
-[ -n "$pid" ] && kill "$pid" 2>/dev/null
-echo "SLURM stopped"
