@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 	$(PIP) --upgrade pip
 	@# torch and torchvision first, pinned to the builds this machine keeps on local disk when it has them
 	$(PIP) $(TORCH_PIN) || $(PIP) torch torchvision
-	$(PIP) -e '.[dev]'
+	$(PIP) -e '.[dev,minatar]'
 	@touch $(STAMP)
 
 data: $(STAMP)

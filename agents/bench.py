@@ -16,6 +16,7 @@ import torch
 from workbench.bench import BenchResult, median_ratio
 
 GAME = "BreakoutNoFrameskip-v4"
+MINATAR_GAME = "MinAtar/Breakout-v1"
 
 
 def _settings(quick: bool) -> dict:
@@ -24,21 +25,32 @@ def _settings(quick: bool) -> dict:
     return {"n_envs": 8, "n_steps": 128, "batch_size": 256, "n_epochs": 4, "iterations": 3, "students": 3}
 
 
-def _sb3_group(s: dict, seed: int) -> float:
-    """Group steps/s of ``students`` standard SB3 PPO learners trained one after another."""
-    from stable_baselines3 import PPO
+def _sb3_env(game: str, n_envs: int, seed: int):
+    """The reference env of a standard SB3 learner and its policy kwargs (MinAtar: the same MinAtarNet)."""
     from stable_baselines3.common.env_util import make_atari_env
     from stable_baselines3.common.vec_env import VecFrameStack
 
-    from agents.envs import _register_ale
+    from agents.envs import _register_ale, make_env, parse_env_id
+    from agents.networks import policy_for
 
+    if game.startswith("MinAtar/"):
+        spec = parse_env_id(game)
+        return make_env(spec, n_envs, seed), policy_for(spec)[1]
     _register_ale()
+    return VecFrameStack(make_atari_env(game, n_envs=n_envs, seed=seed), n_stack=4), {}
+
+
+def _sb3_group(s: dict, seed: int, game: str = GAME) -> float:
+    """Group steps/s of ``students`` standard SB3 PPO learners trained one after another."""
+    from stable_baselines3 import PPO
+
     learners = []
     for i in range(s["students"]):
-        env = VecFrameStack(make_atari_env(GAME, n_envs=s["n_envs"], seed=seed + i), n_stack=4)
+        env, policy_kwargs = _sb3_env(game, s["n_envs"], seed + i)
         model = PPO(
             "CnnPolicy",
             env,
+            policy_kwargs=policy_kwargs or None,
             n_steps=s["n_steps"],
             batch_size=s["batch_size"],
             n_epochs=s["n_epochs"],
@@ -61,13 +73,13 @@ def _sb3_group(s: dict, seed: int) -> float:
     return steps * len(learners) / elapsed
 
 
-def _workbench_group(s: dict, method: str, seed: int) -> float:
+def _workbench_group(s: dict, method: str, seed: int, game: str = GAME) -> float:
     from agents.config import TrainConfig
     from agents.group import Group
     from workbench.config import resolve_config
 
     overrides = [
-        f"env={GAME}",
+        f"env={game}",
         "algo=ppo",
         f"method={method}",
         f"students={s['students']}",
@@ -110,7 +122,34 @@ def bench(repeats: int = 3, quick: bool = False) -> list[BenchResult]:
     }
     r_da, rs_da = median_ratio(da, sb3)
     r_ind, rs_ind = median_ratio(ind, sb3)
-    return [
+    rows = [
         BenchResult("rl-throughput opd-da group / SB3", r_da, rs_da, goal=">= 1.0", detail=detail),
         BenchResult("rl-throughput independent group / SB3", r_ind, rs_ind, goal="> 1.0", detail={}),
+    ]
+    return rows + minatar_rows(s, repeats)
+
+
+def minatar_rows(s: dict, repeats: int) -> list[BenchResult]:
+    """The same ratios on MinAtar Breakout with MinAtarNet for both (issue 17's goal: opd-da / SB3 >= 2.0);
+    none when the optional ``minatar`` package is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("minatar") is None:
+        return []
+    sb3, da, ind = [], [], []
+    for r in range(repeats):
+        sb3.append(_sb3_group(s, seed=r, game=MINATAR_GAME))
+        da.append(_workbench_group(s, "opd-da", seed=r, game=MINATAR_GAME))
+        ind.append(_workbench_group(s, "independent", seed=r, game=MINATAR_GAME))
+    detail = {
+        "game": MINATAR_GAME,
+        "sb3_steps_per_s": [round(x, 1) for x in sb3],
+        "opd_da_steps_per_s": [round(x, 1) for x in da],
+        "independent_steps_per_s": [round(x, 1) for x in ind],
+    }
+    r_da, rs_da = median_ratio(da, sb3)
+    r_ind, rs_ind = median_ratio(ind, sb3)
+    return [
+        BenchResult("rl-throughput minatar opd-da / SB3", r_da, rs_da, goal=">= 2.0", detail=detail),
+        BenchResult("rl-throughput minatar independent / SB3", r_ind, rs_ind, goal="> 1.0", detail={}),
     ]

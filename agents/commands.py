@@ -24,8 +24,15 @@ GROUP = CommandGroup(
             default_preset="cartpole",
             name_keys=("env", "algo", "method"),
             resume_keys=(
-                "total_steps", "eval_every", "eval_episodes", "eval_envs", "eval_max_steps",
-                "log_every", "checkpoint_every", "threads", "env_threads",
+                "total_steps",
+                "eval_every",
+                "eval_episodes",
+                "eval_envs",
+                "eval_max_steps",
+                "log_every",
+                "checkpoint_every",
+                "threads",
+                "env_threads",
             ),
         ),
         Command(

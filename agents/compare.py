@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from agents.config import CompareConfig, TrainConfig
+from agents.plots import plot_run
 from workbench.config import resolve_config
 from workbench.io import atomic_write_text
 from workbench.plots import plot_bands
@@ -19,13 +20,17 @@ from workbench.tracking import read_metrics
 
 
 def _preset_for(cfg: CompareConfig) -> str:
+    """The algorithm's preset for the env's family (``atari``, ``minatar``, the env id, else ``default``)."""
+    from agents.envs import env_family
+    from agents.registry import ALGORITHMS
+
     if cfg.preset:
         return cfg.preset
-    if cfg.env.startswith("ALE/") or cfg.env.endswith("NoFrameskip-v4"):
-        return "atari-ppo-100k" if cfg.algo == "ppo" else "atari-dqn"
-    if cfg.env == "Acrobot-v1" and cfg.algo == "ppo":
-        return "acrobot"
-    return "cartpole" if cfg.algo == "ppo" else "cartpole-dqn"
+    presets = ALGORITHMS[cfg.algo].presets
+    for key in (env_family(cfg.env), cfg.env):
+        if key in presets:
+            return presets[key]
+    return presets["default"]
 
 
 def sub_config(cfg: CompareConfig, method: str, seed: int, run_root: str) -> TrainConfig:
@@ -53,7 +58,7 @@ def _cell(values: list[float]) -> str:
 
 
 def run(cfg: CompareConfig, run: Run) -> dict[str, Any]:
-    from agents.train import Trainer
+    from agents.train import GroupRunner
 
     results: dict[str, list[dict[str, Any]]] = {m: [] for m in cfg.methods}
     curves: dict[str, list[tuple[list[float], list[float]]]] = {m: [] for m in cfg.methods}
@@ -62,13 +67,14 @@ def run(cfg: CompareConfig, run: Run) -> dict[str, Any]:
     for method, seed, sub_cfg in configs:
         print(f"== {method} seed {seed}", flush=True)
         sub = create_run("rl", sub_cfg, default_name(sub_cfg, ("env", "algo", "method")))
-        trainer = Trainer(sub_cfg, sub)
+        trainer = GroupRunner(sub_cfg, sub)
         try:
             summary = trainer.train()
         finally:
             trainer.close()
             sub.close()
         sub.write_summary(summary)
+        plot_run(sub.dir, sub_cfg.students, f"{method} {cfg.algo} {cfg.env} seed {seed}")
         summary["run_dir"] = str(sub.dir)
         results[method].append(summary)
         points = [(e["step"], e["group/mean_return"]) for e in read_metrics(sub.dir) if "group/mean_return" in e]

@@ -21,27 +21,17 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from workbench.distill import (
-    DecisionAttention,
-    decision_loss,
-    dml_loss,
-    feature_loss,
-    mean_group_targets,
-    ramp_weight,
-)
+from agents.registry import ALGORITHMS, METHODS
+from workbench.distill import DecisionAttention, ramp_weight
 
 CHUNK = 512
 
 
 def decisions_and_features(student, obs: torch.Tensor, algo: str, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Decision ``z`` (logits, or Q/τ) and feature ``h`` of one student on a batch of observations."""
-    from agents.students import dqn_outputs, ppo_outputs
-
-    if algo == "ppo":
-        z, h, _ = ppo_outputs(student.policy, obs)
-        return z, h
-    q, h = dqn_outputs(student.policy, obs)
-    return q / tau, h
+    algorithm = ALGORITHMS[algo]
+    raw, h = algorithm.outputs(student, obs)
+    return algorithm.decisions(raw, tau), h
 
 
 def to_tensor(obs: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -105,6 +95,8 @@ class Distiller:
         self.m = len(self.students)
         self.method = method
         self.algo = algo
+        self.entry = METHODS[method]
+        self.algorithm = ALGORITHMS[algo]
         self.lambda_dec = lambda_dec
         self.lambda_feat = lambda_feat
         self.T = temperature
@@ -138,8 +130,7 @@ class Distiller:
         ``z`` ``(B, A)`` (raw logits or Q-values) and ``h`` ``(B, D)`` carry student i's gradient. Peers come
         from :meth:`prepare` indexed by ``batch_inds`` (PPO), or are computed here on ``obs`` (DQN).
         """
-        if self.algo == "dqn":
-            z = z / self.tau
+        z = self.algorithm.decisions(z, self.tau)
         if batch_inds is not None:
             peer_z, peer_h = self._peers[i]
             idx = torch.as_tensor(batch_inds, device=peer_z.device)
@@ -147,17 +138,11 @@ class Distiller:
         else:
             peer_z, peer_h = group_outputs(self.students, obs, self.algo, self.tau, skip=i)
         decisions = self._stack(i, z, peer_z)
-        l_feat = torch.zeros((), device=z.device)
-        if self.method == "dml":
-            l_dec = dml_loss(decisions, T=1.0)[i]
-        elif self.method == "opd-mean":
-            targets = mean_group_targets(decisions)
-            l_dec = decision_loss(targets[i : i + 1], decisions[i : i + 1], T=self.T)[0]
-        else:
-            features = self._stack(i, h, peer_h)
-            targets, alpha = self.attention(decisions, features)
-            l_dec = decision_loss(targets[i : i + 1], decisions[i : i + 1], T=self.T)[0]
-            l_feat = feature_loss(features, alpha)[i]
+        features = self._stack(i, h, peer_h)
+        l_dec, l_feat, alpha = self.entry.terms(i, decisions, features, self.T, self.attention)
+        if l_feat is None:
+            l_feat = torch.zeros((), device=z.device)
+        if alpha is not None:
             self.alpha_sum[i] += alpha[:, i, :].detach().mean(dim=0).cpu()
             self.alpha_count[i] += 1
         w = ramp_weight(self.step_fn(), self.ramp_steps)

@@ -28,6 +28,12 @@ from workbench.errors import WorkbenchError, suggest
 
 CLASSIC_CONTROL = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0", "LunarLander-v3", "Pendulum-v1")
 _ATARI_RE = re.compile(r"^(?:ALE/(?P<v5>[A-Za-z0-9]+)-v5|(?P<v4>[A-Za-z0-9]+)NoFrameskip-v4)$")
+_MINATAR_RE = re.compile(r"^MinAtar/(?P<game>[A-Za-z0-9]+)-(?P<version>v[01])$")
+MINATAR_GAMES = ("Asterix", "Breakout", "Freeway", "Seaquest", "SpaceInvaders")
+MINATAR_MISSING = (
+    "MinAtar ids need the optional `minatar` package (GPL-3.0): pip install -e '.[minatar]' "
+    "(or pip install minatar==1.0.15)"
+)
 BACKENDS = ("ale", "sb3")
 
 
@@ -39,6 +45,7 @@ class EnvSpec:
     atari: bool
     game: str = ""  # CamelCase game name, e.g. "Breakout"
     default_sticky: float = 0.0
+    minatar: bool = False  # a MinAtar game (10x10xC boolean states, presented channel-first uint8)
 
     @property
     def rom(self) -> str:
@@ -53,9 +60,40 @@ def _register_ale() -> None:
     gym.register_envs(ale_py)
 
 
+def register_minatar() -> None:
+    """Register ``MinAtar/<Game>-v0|v1`` with Gymnasium (minatar 1.0.15 does not do it on import with
+    Gymnasium 1.x); a missing package is the one-line :data:`MINATAR_MISSING` error."""
+    import importlib.util
+
+    import gymnasium as gym
+
+    if "MinAtar/Breakout-v1" in gym.registry:
+        return
+    if importlib.util.find_spec("minatar") is None:
+        raise WorkbenchError(MINATAR_MISSING)
+    from minatar.gym import register_envs
+
+    register_envs()
+
+
 def parse_env_id(env_id: str) -> EnvSpec:
     """Check an env id and describe it; an unknown id raises a one-line :class:`WorkbenchError`."""
     import gymnasium as gym
+
+    if env_id.startswith("MinAtar/"):
+        m = _MINATAR_RE.match(env_id)
+        if m is None:
+            raise WorkbenchError(
+                f"unknown MinAtar id '{env_id}'; use MinAtar/<Game>-v1 (minimal action set) or -v0 (all 6 actions)"
+            )
+        game = m.group("game")
+        if game not in MINATAR_GAMES:
+            raise WorkbenchError(
+                f"unknown MinAtar game '{game}'{suggest(game, MINATAR_GAMES)}; use MinAtar/<Game>-v1 with one of "
+                f"{', '.join(MINATAR_GAMES)}"
+            )
+        register_minatar()
+        return EnvSpec(env_id, False, game, 0.0, minatar=True)
 
     m = _ATARI_RE.match(env_id)
     if m:
@@ -87,11 +125,23 @@ def parse_env_id(env_id: str) -> EnvSpec:
     )
 
 
+def env_family(env_id: str) -> str:
+    """``atari`` (ALE ids), ``minatar`` (MinAtar ids) or ``gym`` (anything else), from the id alone."""
+    if _ATARI_RE.match(env_id) or env_id.startswith("ALE/"):
+        return "atari"
+    if env_id.startswith("MinAtar/"):
+        return "minatar"
+    return "gym"
+
+
 def observation_bytes(spec: EnvSpec, frame_stack: int = 4) -> int:
     """Bytes of one stored observation (for the replay-buffer memory check)."""
     if spec.atari:
         return frame_stack * 84 * 84
     import gymnasium as gym
+
+    if spec.minatar:
+        register_minatar()
 
     space = gym.spec(spec.env_id).make().observation_space
     return int(np.prod(space.shape)) * space.dtype.itemsize
@@ -117,6 +167,11 @@ def make_env(
     ``render`` makes classic-control envs render RGB frames (``get_images``), for GIFs; Atari GIFs use the
     observations themselves.
     """
+    if spec.minatar:
+        from stable_baselines3.common.env_util import make_vec_env
+
+        register_minatar()
+        return make_vec_env(spec.env_id, n_envs=n_envs, seed=seed, wrapper_class=MinAtarObservation)
     if not spec.atari:
         from stable_baselines3.common.env_util import make_vec_env
 
@@ -128,6 +183,27 @@ def make_env(
     if backend == "sb3":
         return _sb3_atari(spec, n_envs, seed, evaluation, sticky, frame_stack)
     raise WorkbenchError(f"unknown env_backend '{backend}'; valid: {', '.join(BACKENDS)}")
+
+
+def _minatar_observation_wrapper():
+    import gymnasium as gym
+
+    class MinAtarObservation(gym.ObservationWrapper):
+        """MinAtar's ``(10, 10, C)`` boolean state as a channel-first ``uint8`` ``(C, 10, 10)`` array of 0/1
+        (channel c is MinAtar's channel c; no float copy, so replay and rollout buffers keep one byte each)."""
+
+        def __init__(self, env: gym.Env) -> None:
+            super().__init__(env)
+            h, w, c = env.observation_space.shape
+            self.observation_space = gym.spaces.Box(0, 1, (c, h, w), dtype=np.uint8)
+
+        def observation(self, observation: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(np.transpose(observation, (2, 0, 1)), dtype=np.uint8)
+
+    return MinAtarObservation
+
+
+MinAtarObservation = _minatar_observation_wrapper()
 
 
 def _sb3_atari(spec: EnvSpec, n_envs: int, seed: int, evaluation: bool, sticky: float, frame_stack: int):

@@ -19,18 +19,15 @@ from workbench.io import atomic_write
 def make_actor(
     student, algo: str, deterministic: bool, epsilon: float, seed: int
 ) -> Callable[[np.ndarray], np.ndarray]:
-    """A function from an observation batch to actions for one student."""
+    """A function from an observation batch to actions for one student (its algorithm's evaluation policy)."""
+    from agents.registry import ALGORITHMS
+
     rng = np.random.default_rng(seed)
-    n_actions = int(student.action_space.n)
+    algorithm = ALGORITHMS[algo]
 
     def act(obs: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            if algo == "dqn":
-                actions, _ = student.policy.predict(obs, deterministic=True)
-                explore = rng.random(len(actions)) < epsilon
-                actions = np.where(explore, rng.integers(0, n_actions, len(actions)), actions)
-            else:
-                actions, _ = student.policy.predict(obs, deterministic=deterministic)
+            actions = algorithm.act(student, obs, deterministic, epsilon, rng)
         return np.asarray(actions)
 
     return act

@@ -27,6 +27,7 @@ from gymnasium import spaces
 from stable_baselines3.common.utils import obs_as_tensor
 from torch.func import functional_call, stack_module_state, vmap
 
+from agents import sb3_compat as compat
 from agents.students import ppo_outputs
 
 
@@ -102,7 +103,7 @@ def collect_group_rollouts(students: Sequence, stacked: StackedPolicies | None =
     n_steps = students[0].n_steps
     for s in students:
         if s.use_sde:
-            raise ValueError("the group rollout does not support gSDE")
+            raise ValueError("the group rollout does not support gSDE (use_sde=True); set use_sde=False")
         if s.n_steps != n_steps:
             raise ValueError("all students of a group collect rollouts of the same length")
         s.policy.set_training_mode(False)
@@ -115,11 +116,11 @@ def collect_group_rollouts(students: Sequence, stacked: StackedPolicies | None =
     for _ in range(n_steps):
         with torch.no_grad():
             if stacked is not None:
-                obs = torch.stack([obs_as_tensor(s._last_obs, device) for s in students])
+                obs = torch.stack([obs_as_tensor(compat.last_obs(s), device) for s in students])
                 logits, _, values = stacked(obs)
             for i, s in enumerate(students):
                 if stacked is None:
-                    lg, _, value = ppo_outputs(s.policy, obs_as_tensor(s._last_obs, device))
+                    lg, _, value = ppo_outputs(s.policy, obs_as_tensor(compat.last_obs(s), device))
                 else:
                     lg, value = logits[i], values[i]
                 actions, log_prob = _act(s, lg)
@@ -129,8 +130,8 @@ def collect_group_rollouts(students: Sequence, stacked: StackedPolicies | None =
             _store_step(s, actions, values_i, log_prob)
     for s in students:
         with torch.no_grad():
-            last_values = s.policy.predict_values(obs_as_tensor(s._last_obs, device))
-        s.rollout_buffer.compute_returns_and_advantage(last_values=last_values, dones=s._last_episode_starts)
+            last_values = s.policy.predict_values(obs_as_tensor(compat.last_obs(s), device))
+        s.rollout_buffer.compute_returns_and_advantage(last_values=last_values, dones=compat.last_episode_starts(s))
         s.group_callback.on_rollout_end()
 
 
@@ -140,7 +141,7 @@ def _store_step(s, actions: np.ndarray, values: torch.Tensor, log_probs: torch.T
     s.num_timesteps += s.env.num_envs
     s.group_callback.update_locals({"new_obs": new_obs, "rewards": rewards, "dones": dones, "infos": infos})
     s.group_callback.on_step()
-    s._update_info_buffer(infos, dones)
+    compat.record_infos(s, infos, dones)
     if isinstance(s.action_space, spaces.Discrete):
         actions = actions.reshape(-1, 1)
     for idx, done in enumerate(dones):
@@ -150,6 +151,35 @@ def _store_step(s, actions: np.ndarray, values: torch.Tensor, log_probs: torch.T
             with torch.no_grad():
                 terminal_value = s.policy.predict_values(terminal_obs)[0]
             rewards[idx] += s.gamma * terminal_value
-    s.rollout_buffer.add(s._last_obs, actions, rewards, s._last_episode_starts, values, log_probs)
-    s._last_obs = new_obs
-    s._last_episode_starts = dones
+    s.rollout_buffer.add(compat.last_obs(s), actions, rewards, compat.last_episode_starts(s), values, log_probs)
+    compat.advance(s, new_obs, dones)
+
+
+def collect_group_transitions(students: Sequence, train_freq: int) -> int:
+    """DQN (off-policy) students in lockstep: ``train_freq`` env steps of every student, each student's env
+    stepping (``step_async``) while the next students choose their actions; returns the transitions
+    collected per student (SB3's ``RolloutReturn.episode_timesteps``).
+
+    Per student it is SB3's ``OffPolicyAlgorithm.collect_rollouts`` with a step-unit ``train_freq``, step for
+    step (random actions before ``learning_starts``, ε-greedy after, replay transitions with terminal
+    observations and time-outs, target updates and exploration schedule in ``_on_step``), so with one
+    student the replay buffer equals SB3's (test).
+    """
+    for s in students:
+        s.policy.set_training_mode(False)
+        s.group_callback.on_rollout_start()
+    pending = [None] * len(students)
+    for _ in range(train_freq):
+        for i, s in enumerate(students):
+            actions, buffer_actions = compat.sample_action(s, s.learning_starts, s.env.num_envs)
+            s.env.step_async(actions)
+            pending[i] = buffer_actions
+        for s, buffer_actions in zip(students, pending):
+            new_obs, rewards, dones, infos = s.env.step_wait()
+            s.num_timesteps += s.env.num_envs
+            s.group_callback.update_locals({"new_obs": new_obs, "rewards": rewards, "dones": dones, "infos": infos})
+            s.group_callback.on_step()
+            compat.record_off_policy_step(s, s.replay_buffer, buffer_actions, new_obs, rewards, dones, infos)
+    for s in students:
+        s.group_callback.on_rollout_end()
+    return train_freq * students[0].env.num_envs

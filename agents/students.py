@@ -21,32 +21,20 @@ import torch
 import torch.nn.functional as F
 from gymnasium import spaces
 from stable_baselines3 import DQN, PPO
-from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.utils import explained_variance
 
+from agents import sb3_compat as compat
+from agents.sb3_compat import EpisodeHook, IndexedRolloutBuffer
 
-class Uint8RolloutBuffer(RolloutBuffer):
+
+class Uint8RolloutBuffer(IndexedRolloutBuffer):
     """SB3's rollout buffer with ``uint8`` image observations; records each minibatch's indices."""
-
-    batch_inds: np.ndarray | None = None
 
     def reset(self) -> None:
         super().reset()
         space = self.observation_space
         if isinstance(space, spaces.Box) and space.dtype == np.uint8:
             self.observations = np.zeros((self.buffer_size, self.n_envs, *self.obs_shape), dtype=np.uint8)
-
-    def flatten(self) -> None:
-        """Flatten ``(n_steps, n_envs, ...)`` to ``(n_steps·n_envs, ...)`` once (what ``get`` does first)."""
-        if self.generator_ready:
-            return
-        for name in ("observations", "actions", "values", "log_probs", "advantages", "returns"):
-            self.__dict__[name] = self.swap_and_flatten(self.__dict__[name])
-        self.generator_ready = True
-
-    def _get_samples(self, batch_inds: np.ndarray, env=None):
-        self.batch_inds = batch_inds
-        return super()._get_samples(batch_inds, env)
 
 
 def ppo_outputs(policy, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -70,7 +58,7 @@ def dqn_outputs(policy, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return head[-1](h), h
 
 
-class _EpisodeLog:
+class _EpisodeLog(EpisodeHook):
     """What GroupPPO and GroupDQN share: the episodes SB3 sees (``info["episode"]``: unclipped full-game
     return) since the last read, per-update statistics, and the gradient step with the distiller."""
 
@@ -78,12 +66,8 @@ class _EpisodeLog:
     stats: dict[str, list[float]]
     distiller: Any
 
-    def _update_info_buffer(self, infos: list[dict[str, Any]], dones: np.ndarray | None = None) -> None:
-        super()._update_info_buffer(infos, dones)  # type: ignore[misc]
-        for info in infos:
-            ep = info.get("episode")
-            if ep is not None:
-                self.new_episodes.append((float(ep["r"]), int(ep["l"])))
+    def on_episode(self, ret: float, length: int) -> None:
+        self.new_episodes.append((ret, length))
 
     def pop_episodes(self) -> list[tuple[float, int]]:
         eps, self.new_episodes = self.new_episodes, []
@@ -106,10 +90,19 @@ class _EpisodeLog:
             distiller.step()
 
 
+GSDE_ERROR = "GroupPPO does not support gSDE (use_sde=True): its update does not resample the noise; set use_sde=False"
+
+
 class GroupPPO(_EpisodeLog, PPO):
-    """PPO whose minibatch loss adds ``distiller.loss(index, z, h, batch_inds)`` when a distiller is set."""
+    """PPO whose minibatch loss adds ``distiller.loss(index, z, h, batch_inds)`` when a distiller is set.
+
+    Like SB3's ``PPO.train``: an epoch stops before the optimizer step of the first minibatch whose
+    approximate KL exceeds ``1.5·target_kl``, and no later epoch runs. gSDE is refused.
+    """
 
     def __init__(self, *args, **kwargs) -> None:
+        if kwargs.get("use_sde"):
+            raise ValueError(GSDE_ERROR)
         self.new_episodes = []
         self.distiller = None
         self.index = 0
@@ -117,10 +110,14 @@ class GroupPPO(_EpisodeLog, PPO):
         super().__init__(*args, **kwargs)
 
     def train(self) -> None:
+        if self.use_sde:
+            raise ValueError(GSDE_ERROR)
         self.policy.set_training_mode(True)
-        self._update_learning_rate(self.policy.optimizer)
-        clip_range = self.clip_range(self._current_progress_remaining)
-        clip_vf = self.clip_range_vf(self._current_progress_remaining) if self.clip_range_vf is not None else None
+        compat.update_learning_rate(self)
+        progress = compat.progress_remaining(self)
+        clip_range = self.clip_range(progress)
+        clip_vf = self.clip_range_vf(progress) if self.clip_range_vf is not None else None
+        continue_training = True
         buffer = self.rollout_buffer
         discrete = isinstance(self.action_space, spaces.Discrete)
         distiller = self.distiller
@@ -155,16 +152,21 @@ class GroupPPO(_EpisodeLog, PPO):
                     approx_kl=approx_kl,
                     clip_fraction=clip_frac,
                 )
+                if self.target_kl is not None and approx_kl > 1.5 * self.target_kl:
+                    continue_training = False
+                    break
                 if distiller is not None:
                     extra, terms = distiller.loss(self.index, logits, h, buffer.batch_inds)
                     loss = loss + extra
                     self._record(**terms)
                 self._gradient_step(loss)
-            self._n_updates += 1
+            compat.add_updates(self, 1)
+            if not continue_training:
+                break
         if distiller is not None:
             distiller.release(self.index)
         ev = explained_variance(buffer.values.flatten(), buffer.returns.flatten())
-        self._record(explained_variance=float(ev), clip_range=float(clip_range))
+        self._record(explained_variance=float(ev), clip_range=float(clip_range), kl_stop=float(not continue_training))
 
 
 class GroupDQN(_EpisodeLog, DQN):
@@ -180,10 +182,10 @@ class GroupDQN(_EpisodeLog, DQN):
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         self.policy.set_training_mode(True)
-        self._update_learning_rate(self.policy.optimizer)
+        compat.update_learning_rate(self)
         distiller = self.distiller
         for _ in range(gradient_steps):
-            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
+            data = self.replay_buffer.sample(batch_size, env=compat.vec_normalize_env(self))
             discounts = data.discounts if data.discounts is not None else self.gamma
             with torch.no_grad():
                 next_q = self.q_net_target(data.next_observations).max(dim=1).values.reshape(-1, 1)
@@ -197,5 +199,5 @@ class GroupDQN(_EpisodeLog, DQN):
                 loss = loss + extra
                 self._record(**terms)
             self._gradient_step(loss)
-        self._n_updates += gradient_steps
+        compat.add_updates(self, gradient_steps)
         self._record(exploration_rate=self.exploration_rate)

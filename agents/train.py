@@ -21,11 +21,13 @@ import torch
 from agents.config import TrainConfig
 from agents.envs import make_env
 from agents.evaluate import make_actor, run_episodes
+from agents.plots import plot_run
 from agents.scores import human_normalized
 from workbench.checkpoint import load_checkpoint, save_checkpoint
 from workbench.device import choose_device
 from workbench.runs import Run
 from workbench.seeding import derive_seed
+from workbench.trainer import DeferredInterrupt
 
 CHECKPOINT = "last.pt"
 
@@ -34,7 +36,7 @@ def _mean(values: list[float]) -> float | None:
     return float(statistics.fmean(values)) if values else None
 
 
-class Trainer:
+class GroupRunner:
     """Drives a :class:`~agents.group.Group`: iterations, logging, evaluation, checkpoints."""
 
     def __init__(self, cfg: TrainConfig, run: Run | None) -> None:
@@ -158,30 +160,35 @@ class Trainer:
         session_start_steps = group.steps
         session_seconds = 0.0
         try:
-            while group.steps < total:
-                before = group.steps
-                t0 = time.perf_counter()
-                group.iterate()
-                dt = time.perf_counter() - t0
-                session_seconds += dt
-                self.history["train_seconds"] += dt
-                self.history["trained_steps"] += (group.steps - before) * cfg.students
-                self._collect_episodes()
-                step = group.steps
-                if bar is not None:
-                    bar.update((step - before) * cfg.students)
-                if step - last_log >= cfg.log_every or step >= total:
-                    sps = (step - session_start_steps) * cfg.students / max(session_seconds, 1e-9)
-                    self._log(step, sps)
-                    last_log = step
-                if cfg.eval_every > 0 and cfg.eval_episodes > 0 and step - last_eval >= cfg.eval_every and step < total:
-                    self.evaluate(cfg.eval_episodes)
-                    last_eval = step
-                if cfg.checkpoint_every > 0 and step - last_ckpt >= cfg.checkpoint_every:
-                    self.save()
-                    last_ckpt = step
-                if self.on_iteration is not None:
-                    self.on_iteration(self)
+            # the first Ctrl-C / SIGTERM stops at the end of the iteration, so the checkpoint is consistent
+            with DeferredInterrupt() as stop:
+                while group.steps < total:
+                    before = group.steps
+                    t0 = time.perf_counter()
+                    group.iterate()
+                    dt = time.perf_counter() - t0
+                    session_seconds += dt
+                    self.history["train_seconds"] += dt
+                    self.history["trained_steps"] += (group.steps - before) * cfg.students
+                    self._collect_episodes()
+                    step = group.steps
+                    if bar is not None:
+                        bar.update((step - before) * cfg.students)
+                    if step - last_log >= cfg.log_every or step >= total:
+                        sps = (step - session_start_steps) * cfg.students / max(session_seconds, 1e-9)
+                        self._log(step, sps)
+                        last_log = step
+                    due = cfg.eval_every > 0 and step - last_eval >= cfg.eval_every
+                    if due and cfg.eval_episodes > 0 and step < total:
+                        self.evaluate(cfg.eval_episodes)
+                        last_eval = step
+                    if cfg.checkpoint_every > 0 and step - last_ckpt >= cfg.checkpoint_every:
+                        self.save()
+                        last_ckpt = step
+                    if self.on_iteration is not None:
+                        self.on_iteration(self)
+                    if stop.requested:
+                        raise KeyboardInterrupt
         except KeyboardInterrupt:
             self.save()
             raise
@@ -238,7 +245,7 @@ def _upscale(matrix: np.ndarray, cell: int = 16) -> np.ndarray:
 
 def run(cfg: TrainConfig, run: Run) -> dict[str, Any]:
     """Entry point of ``workbench rl train``."""
-    trainer = Trainer(cfg, run)
+    trainer = GroupRunner(cfg, run)
     try:
         if run.resumed:
             trainer.restore()
@@ -246,6 +253,7 @@ def run(cfg: TrainConfig, run: Run) -> dict[str, Any]:
     finally:
         trainer.close()
     run.write_summary(summary)
+    plot_run(run.dir, cfg.students, f"{cfg.method} {cfg.algo} {cfg.env}")
     final = ", ".join("n/a" if r is None else f"{r:.1f}" for r in summary["final_return"])
     print(
         f"{cfg.method} {cfg.algo} on {cfg.env}: final return per student [{final}], group best "

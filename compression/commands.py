@@ -20,7 +20,8 @@ GROUP = CommandGroup(
         ),
         Command(
             name="prune",
-            help="filter pruning: sfp | srfp | asrfp | ghfp | cpmc | pfgdf, then physical channel removal",
+            help="filter pruning: sfp | srfp | asrfp | ghfp | cpmc | pfgdf | tp-<criterion>, scope=internal|all, "
+            "then physical channel removal",
             config="compression.pruning.config:PruneConfig",
             run="compression.pruning.run:run_prune",
             presets="presets",

@@ -14,7 +14,9 @@ KD_PROTOCOLS = ("kd-fmnist", "cifar100-kd")
 @dataclasses.dataclass
 class CompareConfig(CommonConfig):
     protocol: str = opt("kd-fmnist", "benchmark protocol (BENCHMARKS.md)", choices=PRUNE_PROTOCOLS + KD_PROTOCOLS)
-    methods: list[str] = opt([], "methods to compare (default: all of the protocol's)")
+    methods: list[str] = opt(
+        [], "methods to compare (default: all of the protocol's); prune-fmnist rows are NAME@SCOPE, e.g. sfp@all"
+    )
     seeds: list[int] = opt([0, 1, 2], "seeds")
     base_model: str = opt("", "a `workbench train` run directory to start from (default: train one per seed)")
     overrides: list[str] = opt([], "extra key=value settings passed to every sub-run, e.g. epochs=2,subset=2000")

@@ -13,6 +13,7 @@ GROUP = CommandGroup(
             run="continual.run:run",
             presets="presets",
             name_keys=("benchmark", "method"),
+            preset_key="benchmark",
             resume_keys=("max_tasks", "eval_batch_size", "log_every", "data_root"),
         ),
         Command(
@@ -22,6 +23,7 @@ GROUP = CommandGroup(
             run="continual.compare:run",
             presets="presets",
             name_keys=("benchmark",),
+            preset_key="benchmark",
             resume_keys=(),
         ),
     ],

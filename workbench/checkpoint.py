@@ -49,4 +49,3 @@ def load_checkpoint(
             f"(found {found!r}); point to a file written by workbench"
         )
     return data
-

@@ -133,6 +133,8 @@ def run_command(cmd: Command, argv: list[str], prog: str, group: str) -> int:
         cfg = resolve_config(schema, overrides, base=saved)
         _check_resume_changes(cmd, prog, resolve_config(schema, [], base=saved), cfg)
     else:
+        if preset is None and (preset := cmd.keyed_preset(overrides)) is not None:
+            print(f"preset: {preset} (the settings of {cmd.preset_key}={preset}; --preset NAME to choose others)")
         cfg = resolve_config(schema, overrides, preset or cmd.default_preset, cmd.presets_dir())
     if distributed.launched_by_torchrun():
         # join the process group before the run directory exists: only rank 0 creates and writes it
@@ -288,6 +290,28 @@ def _dispatch(argv: list[str]) -> int:
         valid = [*names, *grp.raw]
         raise WorkbenchError(f"unknown command '{head} {sub}'{suggest(sub, valid)}; valid: {', '.join(valid)}")
     valid = [*core_by_name, *raw, *groups]
+    raise WorkbenchError(f"unknown command '{head}'{suggest(head, valid)}; valid: {', '.join(sorted(valid))}")
+
+
+def find_command(argv: list[str]) -> tuple[Command, str, str, list[str]]:
+    """The config-driven command that ``argv`` starts with (``train``, ``rl train``...): the command, its prog
+    name, its group and the remaining arguments; anything else is a one-line WorkbenchError."""
+    groups = _groups()
+    core, _ = _core_commands()
+    if not argv:
+        raise WorkbenchError("name the command to run, e.g. 'train' or 'rl train'")
+    head, rest = argv[0], argv[1:]
+    core_by_name = {c.name: c for c in core}
+    if head in core_by_name:
+        return core_by_name[head], f"workbench {head}", head, rest
+    if head in groups:
+        grp: CommandGroup = load_object(groups[head])
+        names = {c.name: c for c in grp.commands}
+        sub = rest[0] if rest else ""
+        if sub in names:
+            return names[sub], f"workbench {head} {sub}", head, rest[1:]
+        raise WorkbenchError(f"unknown command '{head} {sub}'{suggest(sub, names)}; valid: {', '.join(names)}")
+    valid = [*core_by_name, *groups]
     raise WorkbenchError(f"unknown command '{head}'{suggest(head, valid)}; valid: {', '.join(sorted(valid))}")
 
 

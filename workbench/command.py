@@ -87,12 +87,27 @@ class Command:
     name_keys: tuple[str, ...] = ()
     run_group: str | None = None
     resume_keys: tuple[str, ...] | None = None
+    preset_key: str | None = None
 
     def presets_dir(self) -> Path | None:
         if self.presets is None:
             return None
         top = importlib.import_module(self.run.split(":")[0].split(".")[0])
         return Path(top.__file__).parent / self.presets
+
+    def keyed_preset(self, overrides: Sequence[str]) -> str | None:
+        """The preset named by the value of ``preset_key`` in ``overrides`` (``benchmark=X`` → preset ``X``).
+
+        A command whose runs are defined by a protocol (``cil run benchmark=split-digits-5``) then trains
+        with that protocol's settings unless ``--preset`` says otherwise; ``None`` when no such preset exists.
+        """
+        pdir = self.presets_dir()
+        if self.preset_key is None or pdir is None:
+            return None
+        values = [arg.split("=", 1)[1] for arg in overrides if arg.split("=", 1)[0] == self.preset_key]
+        if not values or not (pdir / f"{values[-1]}.yaml").is_file():
+            return None
+        return values[-1]
 
 
 @dataclass

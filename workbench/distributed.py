@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from typing import Any
 
 import torch
@@ -65,3 +67,37 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 def cleanup() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+#: stderr markers of a launch that failed in rendezvous (a port taken, a connect that timed out under load),
+#: not in the command: such a launch is retried.
+_RENDEZVOUS_FAILURES = (
+    "EADDRINUSE",
+    "Address already in use",
+    "DistNetworkError",
+    "RendezvousConnectionError",
+    "Connection refused",
+    "Connection reset by peer",
+    "Socket Timeout",
+)
+
+
+def run_torchrun(
+    args: list[str],
+    nproc: int = 2,
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float | None = None,
+    attempts: int = 3,
+) -> subprocess.CompletedProcess:
+    """``python -m torch.distributed.run --standalone --nproc_per_node=N ARGS`` on this machine, output captured.
+
+    ``--standalone`` lets the rendezvous pick a free port itself (no probe-then-bind race); a launch whose
+    stderr shows a rendezvous or socket failure is retried up to ``attempts`` times; any other failure returns.
+    """
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
+    for attempt in range(1, attempts + 1):
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+        if res.returncode == 0 or attempt == attempts or not any(m in res.stderr for m in _RENDEZVOUS_FAILURES):
+            return res
+    raise AssertionError("unreachable")

@@ -116,3 +116,21 @@ def plot_scatter(
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
+
+
+def plot_performance_profiles(
+    profiles: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float], Sequence[float]]],
+    path: str | Path,
+    xlabel: str,
+    title: str = "",
+) -> Path:
+    """Performance profiles: ``profiles[label] = (taus, fraction of runs > τ, CI low, CI high)``, each a line
+    with its bootstrap band (Agarwal et al., arXiv:2108.13264, Fig. 5 style)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for label, (taus, point, low, high) in profiles.items():
+        (line,) = ax.plot(taus, point, label=label)
+        ax.fill_between(taus, low, high, alpha=0.2, color=line.get_color())
+    ax.set(xlabel=f"{xlabel} (τ)", ylabel="fraction of runs with score > τ", title=title, ylim=(-0.02, 1.02))
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)

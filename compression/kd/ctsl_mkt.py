@@ -37,7 +37,7 @@ from workbench.trainer import Objective, ObjectiveOutput
 class CTSLWeights:
     """CTSL-MKT (arXiv 2101.08471)."""
 
-    T: float = opt(3.0, "temperature of self- and mutual distillation")
+    T: float = opt(3.0, "temperature of self- and mutual distillation", gt=0)
     self_distill: float = opt(1.0, "weight of KL from the student's own moving average")
     relation: float = opt(1.0, "weight of the instance-relation (RKD distance + angle) loss to peers")
     angle: float = opt(2.0, "weight of the angle part inside the relation loss")

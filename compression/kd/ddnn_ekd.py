@@ -48,7 +48,7 @@ class DDNNWeights:
     """DDNN with embedded KD (arXiv 2103.00793)."""
 
     depths: list[int] = opt([1, 2], "blocks per stage of the sub-networks (the full network is always trained)")
-    T: float = opt(4.0, "temperature of KL(p_full ‖ p_sub)")
+    T: float = opt(4.0, "temperature of KL(p_full ‖ p_sub)", gt=0)
     kl: float = opt(1.0, "weight of T²·KL(p_full ‖ p_sub)")
     at: float = opt(10.0, "weight of the attention-map loss (element mean; 1000, the AT code's, diverged on digits)")
     sub_bn_stats: bool = opt(

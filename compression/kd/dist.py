@@ -23,7 +23,7 @@ from workbench.trainer import ObjectiveOutput
 class DISTWeights:
     """DIST (arXiv 2205.10536)."""
 
-    T: float = opt(DEFAULT_T, "temperature τ of the softened predictions")
+    T: float = opt(DEFAULT_T, "temperature τ of the softened predictions", gt=0)
     beta: float = opt(DEFAULT_BETA, "weight β of the inter-class relation (each sample's class ranking)")
     gamma: float = opt(DEFAULT_GAMMA, "weight γ of the intra-class relation (each class's sample ranking)")
     ce: float = opt(1.0, "weight of the cross-entropy")

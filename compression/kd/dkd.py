@@ -26,7 +26,7 @@ from workbench.trainer import ObjectiveOutput
 class DKDWeights:
     """DKD (arXiv 2203.08679)."""
 
-    T: float = opt(DEFAULT_T, "temperature")
+    T: float = opt(DEFAULT_T, "temperature", gt=0)
     alpha: float = opt(DEFAULT_ALPHA, "weight α of the target-class KL (TCKD)")
     beta: float = opt(DEFAULT_BETA, "weight β of the non-target-class KL (NCKD)")
     ce: float = opt(1.0, "weight of the cross-entropy")

@@ -7,8 +7,10 @@ Every image is seen under the four rotations ``r·90°`` and labelled with the j
 1. Teacher branches: trained with ``Σ_k CE(q_k^T(x_r), 4·y + r)`` while the teacher backbone is frozen
    (no gradient, BatchNorm statistics fixed), then cached in the teacher's run directory.
 2. Student: ``L = CE(z_S(x), y) + Σ_k T²·KL(q_k^T ‖ q_k^S) + T²·KL(p^T ‖ p^S)``, T = 3, where the branch KL
-   runs over all four rotations (``R·N`` rows, ``R·C`` joint classes) and the main-head KL over the
-   unrotated images (those the main heads are trained on).
+   runs over all four rotations (``R·N`` rows, ``R·C`` joint classes) and so does the main-head KL
+   (``R·N`` rows, C classes), as the authors' released training code does; the CE is on the unrotated
+   images only. ``hsakd.main_rotations=false`` restricts the main-head KL to the unrotated rows (the
+   workbench's earlier choice).
 """
 
 from __future__ import annotations
@@ -42,10 +44,13 @@ BRANCHES_FORMAT = "workbench-hsakd-branches/1"
 class HSAKDWeights:
     """HSAKD (arXiv 2107.13715)."""
 
-    T: float = opt(3.0, "temperature of the branch and main-head KL")
+    T: float = opt(3.0, "temperature of the branch and main-head KL", gt=0)
     ce: float = opt(1.0, "weight of the cross-entropy on unrotated images")
     aux: float = opt(1.0, "weight of Σ_k T²·KL between matching teacher/student branches (all rotations)")
     main: float = opt(1.0, "weight of T²·KL between the main heads")
+    main_rotations: bool = opt(
+        True, "main-head KL over all four rotations (released code); false: over the unrotated images only"
+    )
     aux_epochs: int = opt(0, "epochs training the teacher's branches, backbone frozen (0 = epochs)")
     aux_lr: float = opt(0.0, "learning rate of the teacher's branches (0 = lr)")
 
@@ -175,6 +180,7 @@ class HSAKDObjective(FrozenTeacherObjective):
         student: used only to shape the student's branches (which this objective owns and trains).
         num_classes: C; branches predict ``4·C`` joint classes.
         T: temperature. ce / aux / main: weights of the three terms (defaults: ``HSAKDWeights``).
+        main_rotations: the main-head KL over all ``R·N`` rotated rows (default), or the ``N`` unrotated ones.
     """
 
     def __init__(
@@ -187,6 +193,7 @@ class HSAKDObjective(FrozenTeacherObjective):
         ce: float = HSAKDWeights.ce,
         aux: float = HSAKDWeights.aux,
         main: float = HSAKDWeights.main,
+        main_rotations: bool = HSAKDWeights.main_rotations,
     ) -> None:
         super().__init__(teacher)
         self.teacher_branches = frozen_copy(teacher_branches)
@@ -197,6 +204,7 @@ class HSAKDObjective(FrozenTeacherObjective):
                 f"the teacher {len(self.teacher_branches.paths)}; pick a student with as many stages"
             )
         self.T, self.w_ce, self.w_aux, self.w_main = T, ce, aux, main
+        self.main_rotations = main_rotations
 
     def train(self, mode: bool = True) -> HSAKDObjective:
         super().train(mode)
@@ -215,7 +223,10 @@ class HSAKDObjective(FrozenTeacherObjective):
         ce = F.cross_entropy(logits, targets)
         aux_kds = [joint_kd_loss(s, t, self.T) for s, t in zip(s_aux, t_aux, strict=True)]
         aux_kd = torch.stack(aux_kds).sum()
-        main_kd = kd_loss(logits, unrotated(t_logits, NUM_ROTATIONS), self.T)
+        if self.main_rotations:
+            main_kd = kd_loss(s_logits, t_logits, self.T)
+        else:
+            main_kd = kd_loss(logits, unrotated(t_logits, NUM_ROTATIONS), self.T)
         loss = self.w_ce * ce + self.w_aux * aux_kd + self.w_main * main_kd
         terms = {"ce": ce.detach(), "aux_kd": aux_kd.detach(), "main_kd": main_kd.detach()}
         terms.update({f"aux{k + 1}_kd": v.detach() for k, v in enumerate(aux_kds)})
@@ -256,7 +267,9 @@ class HSAKD(KDMethod):
         )
         ctx.summary["teacher_aux_acc"] = binfo.get("acc", [])
         ctx.summary["teacher_aux_cached"] = binfo["cached"]
-        objective = HSAKDObjective(teacher, branches, model, info.num_classes, w.T, w.ce, w.aux, w.main)
+        objective = HSAKDObjective(
+            teacher, branches, model, info.num_classes, w.T, w.ce, w.aux, w.main, w.main_rotations
+        )
         return Built(model, objective)
 
 

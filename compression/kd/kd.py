@@ -23,7 +23,7 @@ from workbench.trainer import Objective, ObjectiveOutput
 class KDWeights:
     """Hinton KD (arXiv 1503.02531): γ·CE + α·T²·KL."""
 
-    T: float = opt(4.0, "temperature")
+    T: float = opt(4.0, "temperature", gt=0)
     gamma: float = opt(0.1, "weight γ of the cross-entropy")
     alpha: float = opt(0.9, "weight α of T²·KL(p_T ‖ p_S)")
 

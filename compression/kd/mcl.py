@@ -2,18 +2,22 @@
 
 Each member ``a`` has an embedding head ``h_a`` (linear–ReLU–linear to ``embed_dim``) on its pooled
 features; ``v_a = normalize(h_a(f_a(x)))``. With similarity logits ``s(u, w)_ij = ⟨u_i, w_j⟩ / τ``
-(τ = 0.1) and positives = same label:
+(τ = 0.1) and positives = same label, as in the authors' released supervised loss
+(``losses/cifar_sup_mcl_loss.py`` of winycg/MCL):
 
-- VCL (vanilla, within a member): contrastive loss of ``s(v_a, v_a)`` without the anchor itself;
-- ICL (interactive, across members): contrastive loss of ``s(v_a, v_b)`` (the anchor's own sample in
-  ``b`` is a positive);
+- VCL (vanilla, within a member): contrastive loss of ``s(v_a, v_a)``;
+- ICL (interactive, across members): contrastive loss of ``s(v_a, v_b)``;
+  in both the anchor's own sample (the diagonal) is left out of the positives and of the denominator;
 - soft VCL: ``T²·KL(sg q(s(v_b, v_b)) ‖ q(s(v_a, v_a)))`` — member ``a``'s contrastive distribution learns
-  from its peer's (T = 3, diagonal left out);
+  from its peer's (T = 3; full rows, diagonal included, as released);
 - soft ICL: ``T²·KL(sg q(s(v_b, v_a)) ‖ q(s(v_a, v_b)))`` — the cross-member distributions learn from
   each other.
 
 ``L = Σ_a CE_a + w_vcl·Σ_a VCL_a + w_icl·Σ_{a≠b} ICL_ab + w_soft_vcl·Σ_{a≠b} softVCL_ab
-+ w_soft_icl·Σ_{a≠b} softICL_ab``; every pairwise sum is averaged over the ``M−1`` peers.
++ w_soft_icl·Σ_{a≠b} softICL_ab`` with the authors' weights w_vcl = w_icl = 0.1, w_soft_vcl = w_soft_icl = 1
+(their CIFAR command line); every pairwise sum is averaged over the ``M−1`` peers (the released code sums
+them: the same for the default cohort of 2). ``mcl.icl_self_positive=true`` makes the anchor's own sample in
+the other member a positive of ICL and keeps it in the denominator (the workbench's earlier choice).
 """
 
 from __future__ import annotations
@@ -36,13 +40,16 @@ from workbench.trainer import Objective, ObjectiveOutput
 class MCLWeights:
     """MCL (arXiv 2104.12565)."""
 
-    tau: float = opt(0.1, "contrastive temperature τ")
-    T: float = opt(3.0, "temperature of the soft contrastive KL")
-    vcl: float = opt(1.0, "weight of vanilla (within-network) contrastive learning")
-    icl: float = opt(1.0, "weight of interactive (cross-network) contrastive learning")
+    tau: float = opt(0.1, "contrastive temperature τ", gt=0)
+    T: float = opt(3.0, "temperature of the soft contrastive KL", gt=0)
+    vcl: float = opt(0.1, "weight of vanilla (within-network) contrastive learning (authors' 0.1)")
+    icl: float = opt(0.1, "weight of interactive (cross-network) contrastive learning (authors' 0.1)")
     soft_vcl: float = opt(1.0, "weight of the soft VCL KL")
     soft_icl: float = opt(1.0, "weight of the soft ICL KL")
     embed_dim: int = opt(128, "width of the contrastive embedding heads")
+    icl_self_positive: bool = opt(
+        False, "ICL counts the anchor's own sample in the other network as a positive (released code: excluded)"
+    )
 
 
 class MCLObjective(Objective):
@@ -58,6 +65,7 @@ class MCLObjective(Objective):
         soft_vcl: float = MCLWeights.soft_vcl,
         soft_icl: float = MCLWeights.soft_icl,
         embed_dim: int = MCLWeights.embed_dim,
+        icl_self_positive: bool = MCLWeights.icl_self_positive,
     ) -> None:
         super().__init__()
         cohort.require_members("mcl")
@@ -68,6 +76,7 @@ class MCLObjective(Objective):
             for m in cohort.members
         )
         self.tau, self.T = tau, T
+        self.icl_self_positive = icl_self_positive
         self.w = {"vcl": vcl, "icl": icl, "soft_vcl": soft_vcl, "soft_icl": soft_icl}
 
     def forward(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> ObjectiveOutput:
@@ -83,10 +92,9 @@ class MCLObjective(Objective):
             for b in range(m):
                 if a == b:
                     continue
-                icl = icl + contrastive_loss(sims[a][b], targets, targets, exclude_self=False) / (m - 1)
-                soft_vcl = soft_vcl + soft_contrastive_loss(
-                    sims[a][a], sims[b][b].detach(), self.T, exclude_self=True
-                ) / (m - 1)
+                icl_ab = contrastive_loss(sims[a][b], targets, targets, exclude_self=not self.icl_self_positive)
+                icl = icl + icl_ab / (m - 1)
+                soft_vcl = soft_vcl + soft_contrastive_loss(sims[a][a], sims[b][b].detach(), self.T) / (m - 1)
                 soft_icl = soft_icl + soft_contrastive_loss(sims[a][b], sims[b][a].detach(), self.T) / (m - 1)
         parts = {"vcl": vcl, "icl": icl, "soft_vcl": soft_vcl, "soft_icl": soft_icl}
         loss = ce + sum(self.w[k] * v for k, v in parts.items())
@@ -102,7 +110,9 @@ class MCL(CohortMethod):
 
     def build(self, ctx: KDContext) -> Built:
         model, w = new_cohort(ctx), ctx.weights
-        objective = MCLObjective(model, w.tau, w.T, w.vcl, w.icl, w.soft_vcl, w.soft_icl, w.embed_dim)
+        objective = MCLObjective(
+            model, w.tau, w.T, w.vcl, w.icl, w.soft_vcl, w.soft_icl, w.embed_dim, w.icl_self_positive
+        )
         return Built(model, objective, [MemberAccuracy()])
 
 

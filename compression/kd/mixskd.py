@@ -14,6 +14,20 @@ The self-teacher aggregates the multi-stage feature maps (1x1 conv + BN + ReLU t
 width, average-pooled to its resolution, summed) and classifies them; it supervises the backbone
 classifier. ``L = L_task + w_logit·L_logit + w_feat·L_feat + w_self·L_self``. The paper's adversarial
 feature discriminator is left out.
+
+``mixskd.recipe=released`` follows the authors' released CIFAR training script (Self-KD-Lib,
+``main_mixskd_cifar.py``) instead. Every path h (each auxiliary branch, run to the last stage, and the
+backbone) has final features ``G^h`` (the last stage's shape) and logits ``z^h``:
+
+    L_task  = Σ_h CE(z^h(x), y)                                          (no mixup CE on the heads)
+    L_logit = Σ_{h aux} T²·KL(sg z^h(x̃) ‖ I(z^h(x))) + T²·KL(sg I(z^h(x)) ‖ z^h(x̃))
+    L_feat  = Σ_h mean((I(G^h(x)) − G^h(x̃))²)                           (final features only)
+    L_self  = mixup CE of the self-teacher on both of its inputs
+              + T²·KL(sg st(G(x̃)) ‖ I(z^b(x))) + T²·KL(sg st(I(G(x))) ‖ z^b(x̃))   (crossed, backbone b)
+
+where the self-teacher ``st`` fuses the paths' final features (interpolated, or of the mixed image). The
+released script logs the self-teacher's mixup CE without adding it to the loss, which leaves the
+self-teacher untrained; here it is added, so the self-teacher learns.
 """
 
 from __future__ import annotations
@@ -44,10 +58,16 @@ class MixSKDWeights:
     """MixSKD (arXiv 2208.05768)."""
 
     alpha: float = opt(0.4, "λ ~ Beta(alpha, alpha) of the mixup pairs")
-    T: float = opt(3.0, "temperature")
+    T: float = opt(3.0, "temperature", gt=0)
     logit: float = opt(1.0, "weight of the both-direction KL between mixed and interpolated logits")
     feature: float = opt(1.0, "weight of the MSE between mixed and interpolated stage feature maps")
     self_teacher: float = opt(1.0, "weight of the self-teacher's CE and its KL into the backbone classifier")
+    recipe: str = opt(
+        "paper",
+        "paper: the paper's description (module docstring); released: the authors' training script (final-feature "
+        "MSE, crossed backbone/self-teacher KL, CE on the original images only)",
+        ("paper", "released"),
+    )
 
 
 def stage_widths(model: nn.Module, input_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
@@ -90,6 +110,7 @@ class MixSKDObjective(Objective):
         num_classes: C.
         input_shape: one sample's shape (C, H, W).
         alpha: Beta(α, α) of λ. T: temperature. logit / feature / self_teacher: weights.
+        recipe: ``"paper"`` or ``"released"`` (module docstring).
     """
 
     def __init__(
@@ -102,15 +123,20 @@ class MixSKDObjective(Objective):
         logit: float = MixSKDWeights.logit,
         feature: float = MixSKDWeights.feature,
         self_teacher: float = MixSKDWeights.self_teacher,
+        recipe: str = MixSKDWeights.recipe,
     ) -> None:
         super().__init__()
         stages = len(model.stage_names)
         if stages < 2:
             raise WorkbenchError(f"mixskd needs a model with at least 2 stages, got {stages}")
+        if recipe not in ("paper", "released"):
+            raise WorkbenchError(f"mixskd.recipe must be paper or released, got '{recipe}'")
         self.paths = tuple(model.stage_names)
         self.branches = AuxiliaryBranches(model, num_classes, stages=range(stages - 1))
-        self.self_teacher = SelfTeacher(stage_widths(model, input_shape), num_classes)
-        self.alpha, self.T = alpha, T
+        shapes = stage_widths(model, input_shape)
+        # released: the self-teacher fuses every path's final features (the last stage's shape)
+        self.self_teacher = SelfTeacher(shapes if recipe == "paper" else [shapes[-1]] * stages, num_classes)
+        self.alpha, self.T, self.recipe = alpha, T, recipe
         self.w_logit, self.w_feat, self.w_self = logit, feature, self_teacher
 
     def forward(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> ObjectiveOutput:
@@ -118,6 +144,8 @@ class MixSKDObjective(Objective):
         lam = sample_lambda(self.alpha)
         perm = torch.randperm(n, device=inputs.device)
         both = torch.cat([inputs, interpolate(inputs, lam, perm)])
+        if self.recipe == "released":
+            return self._released(model, both, targets, lam, perm)
         with FeatureHooks(model, self.paths) as hooks:
             logits = model(both)
             feats = [hooks[p] for p in self.paths]
@@ -142,6 +170,36 @@ class MixSKDObjective(Objective):
         }
         return ObjectiveOutput(loss, logits[:n], terms)
 
+    def _released(
+        self, model: nn.Module, both: torch.Tensor, targets: torch.Tensor, lam: float, perm: torch.Tensor
+    ) -> ObjectiveOutput:
+        """The released recipe's loss (module docstring) on ``[x; x̃]``."""
+        n = targets.shape[0]
+        bodies = [f"branches.{k}.body" for k in range(len(self.branches.branches))]
+        with FeatureHooks(model, self.paths) as hooks, FeatureHooks(self.branches, bodies) as branch_hooks:
+            logits = model(both)
+            aux = self.branches([hooks[p] for p in self.paths[:-1]])
+            finals = [*(branch_hooks[b] for b in bodies), hooks[self.paths[-1]]]
+        ce = sum(F.cross_entropy(z[:n], targets) for z in [*aux, logits])
+        logit_kd = sum(mixup_consistency_loss(z[n:], interpolate(z[:n], lam, perm), self.T) for z in aux)
+        feature = sum(mixup_feature_loss(g[n:], interpolate(g[:n], lam, perm)) for g in finals)
+        st_int = self.self_teacher([interpolate(g[:n], lam, perm) for g in finals])
+        st_mix = self.self_teacher([g[n:] for g in finals])
+        st_ce = mixup_cross_entropy(st_int, targets, lam, perm) + mixup_cross_entropy(st_mix, targets, lam, perm)
+        st_kd = kd_loss(interpolate(logits[:n], lam, perm), st_mix.detach(), self.T) + kd_loss(
+            logits[n:], st_int.detach(), self.T
+        )
+        loss = ce + self.w_logit * logit_kd + self.w_feat * feature + self.w_self * (st_ce + st_kd)
+        terms = {
+            "ce": ce.detach(),
+            "logit_kd": logit_kd.detach(),
+            "feature": feature.detach(),
+            "self_teacher_ce": st_ce.detach(),
+            "self_teacher_kd": st_kd.detach(),
+            "lam": logits.new_tensor(lam),
+        }
+        return ObjectiveOutput(loss, logits[:n], terms)
+
 
 class MixSKD(KDMethod):
     """MixSKD: self-KD of one network from mixup."""
@@ -152,7 +210,7 @@ class MixSKD(KDMethod):
     def build(self, ctx: KDContext) -> Built:
         model, w = new_student(ctx), ctx.weights
         objective = MixSKDObjective(
-            model, ctx.info.num_classes, ctx.input_shape, w.alpha, w.T, w.logit, w.feature, w.self_teacher
+            model, ctx.info.num_classes, ctx.input_shape, w.alpha, w.T, w.logit, w.feature, w.self_teacher, w.recipe
         )
         return Built(model, objective)
 

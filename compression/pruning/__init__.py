@@ -5,8 +5,9 @@
 strings:
 
 - ``FILTER_METHODS``: a :class:`compression.pruning.filters.FilterMethod` per name (sfp, srfp, asrfp, ghfp,
-  cpmc, pfgdf): its flat config keys (a dataclass merged into ``workbench compress prune``'s config), its
-  knob space for the MACs budget, and how it compresses (mask schedule, or one shot then fine-tuning);
+  cpmc, pfgdf, and Torch-Pruning's criteria tp-l1 ... tp-random from ``tp``): its flat config keys (a
+  dataclass merged into ``workbench compress prune``'s config), its knob space for the MACs budget, and how
+  it compresses (mask schedule, or one shot then fine-tuning);
 - ``SGLP_RULES``: a :class:`compression.pruning.sglp.SelectionRule` per name (sglp and the baselines
   last, random, weight-norm): how it picks the residual units to remove.
 
@@ -21,5 +22,7 @@ from typing import Any
 
 from workbench.registry import Registry
 
-FILTER_METHODS: Registry[Any] = Registry("filter-pruning method", modules=["compression.pruning.filters"])
+FILTER_METHODS: Registry[Any] = Registry(
+    "filter-pruning method", modules=["compression.pruning.filters", "compression.pruning.tp"]
+)
 SGLP_RULES: Registry[Any] = Registry("unit-selection rule", modules=["compression.pruning.sglp"])

@@ -2,7 +2,10 @@
 
 - ``sglp-fmnist``: resnet56 on Fashion-MNIST; SGLP against the ``last``, ``random`` and ``weight-norm``
   baselines at the same budget (about half of the residual units), short fine-tune;
-- ``prune-fmnist``: resnet56 on Fashion-MNIST; SFP, SRFP, ASRFP, GHFP, CPMC, PFGDF at 50 % of the MACs;
+- ``prune-fmnist``: resnet56 on Fashion-MNIST at 50 % of the MACs; rows ``NAME@SCOPE``: every seed method
+  (SFP, SRFP, ASRFP, GHFP, CPMC, PFGDF) at ``scope=internal`` and ``scope=all``, and Torch-Pruning's criteria
+  (``tp-l1`` ... ``tp-random``) at ``scope=all``; ``methods=sfp@all,tp-l2@all`` picks rows (a bare name is
+  ``@internal``); ``overrides=round_to=8`` rounds the channels of every row;
 - ``sglp-cifar10``: the paper protocol (CIFAR-10 resnet56, ~52 % fewer MACs; needs the data and a GPU).
 
 Per seed: the base model (``base_model=RUN_DIR``, or one ``workbench train`` sub-run per seed), then one
@@ -25,6 +28,7 @@ from typing import Any
 from compression import PRESETS_DIR
 from compression.pruning import FILTER_METHODS, SGLP_RULES
 from workbench.errors import WorkbenchError
+from workbench.prune.channels import SCOPES
 from workbench.runs import Run
 
 PROTOCOLS: dict[str, dict[str, Any]] = {
@@ -56,6 +60,25 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
         "preset": "sglp-cifar10",
     },
 }
+
+
+def prune_rows() -> list[str]:
+    """The ``prune-fmnist`` rows: every seed method at both scopes, then the Torch-Pruning criteria at ``all``."""
+    seed = [m for m in FILTER_METHODS.names() if not m.startswith("tp-")]
+    library = [m for m in FILTER_METHODS.names() if m.startswith("tp-")]
+    return [f"{m}@{s}" for m in seed for s in SCOPES] + [f"{m}@all" for m in library]
+
+
+def split_row(row: str) -> tuple[str, str]:
+    """``NAME@SCOPE`` → ``(name, scope)``; a bare name is ``@internal``. Refuses an unknown method or scope."""
+    name, _, scope = row.partition("@")
+    scope = scope or "internal"
+    if name not in FILTER_METHODS:
+        FILTER_METHODS[name]  # raises the registry's one-line error with the valid names
+    if scope not in SCOPES:
+        valid = ", ".join(SCOPES)
+        raise WorkbenchError(f"row '{row}': unknown scope '{scope}'; write NAME@SCOPE with scope in {valid}")
+    return name, scope
 
 
 def _keys(schema: type) -> set[str]:
@@ -99,6 +122,25 @@ def _sub_run(group: str, cfg: Any, name: str, fn, root: Path) -> tuple[dict, Pat
     return summary, sub.dir
 
 
+def joint_speedups(
+    base_dir: Path, outputs: dict[str, Path], rows: dict[str, list[dict]], batch: int, repeats: int
+) -> None:
+    """CPU speed-up of every row's pruned model of one seed over the unpruned one, all measured side by side
+    in this process (``cpu_images_per_second`` interleaves them), added to each row's last summary as
+    ``cpu_speedup_joint``: the rows compare under one load, where each run's own ``cpu_speedup`` does not."""
+    from compression.pipeline import cpu_images_per_second
+    from workbench.models.saved import load_model
+    from workbench.trained import load_trained
+
+    source = load_trained(str(base_dir))
+    models = {"unpruned": source.model}
+    for row, out in outputs.items():
+        models[row], _ = load_model(out / "checkpoints" / "model.pt")
+    speed = cpu_images_per_second(models, source.input_shape, batch, repeats)
+    for row in outputs:
+        rows[row][-1] = {**rows[row][-1], "cpu_speedup_joint": speed[row] / speed["unpruned"]}
+
+
 def run_compare(cfg, run: Run) -> dict:
     """Run the protocol's methods over ``cfg.seeds`` and write the table, the plot and the goal checks."""
     from compression.pruning.config import PruneConfig, SGLPConfig
@@ -109,10 +151,15 @@ def run_compare(cfg, run: Run) -> dict:
 
     proto = PROTOCOLS[cfg.protocol]
     family = proto["family"]
-    methods = list(cfg.methods) or list(proto["methods"])
-    bad = [m for m in methods if m not in proto["methods"]]
-    if bad:
-        raise WorkbenchError(f"method '{bad[0]}' is not part of {cfg.protocol}; valid: {', '.join(proto['methods'])}")
+    if family == "prune":
+        methods = [f"{n}@{s}" for n, s in (split_row(m) for m in cfg.methods)] or prune_rows()
+    else:
+        methods = list(cfg.methods) or list(proto["methods"])
+        bad = [m for m in methods if m not in proto["methods"]]
+        if bad:
+            raise WorkbenchError(
+                f"method '{bad[0]}' is not part of {cfg.protocol}; valid: {', '.join(proto['methods'])}"
+            )
     schema, fn = (SGLPConfig, run_sglp) if family == "sglp" else (PruneConfig, run_prune)
     routed = route_overrides(list(cfg.overrides), {"train": TrainCommandConfig, family: schema}, {"sglp": {"epochs"}})
     # check every sub-config before any training starts (the model key is filled in per seed)
@@ -122,6 +169,7 @@ def run_compare(cfg, run: Run) -> dict:
     rows.update({m: [] for m in methods})
     base_epoch_s: list[float] = []
     for seed in cfg.seeds:
+        outputs: dict[str, Path] = {}
         common = [f"seed={seed}", f"device={cfg.device}"]
         if cfg.base_model:
             base_dir = Path(cfg.base_model)
@@ -130,12 +178,19 @@ def run_compare(cfg, run: Run) -> dict:
             print(f"[seed {seed}] training the base model ({tcfg.model} on {tcfg.dataset}, {tcfg.epochs} epochs)")
             _, base_dir = _sub_run("train", tcfg, f"base_{tcfg.model}", run_train, root)
         for method in methods:
-            key = "baseline" if family == "sglp" else "method"
-            args = routed[family] + common + [f"model={base_dir}", f"{key}={method}"]
+            if family == "sglp":
+                row_args = [f"baseline={method}"]
+            else:
+                name, scope = split_row(method)
+                row_args = [f"method={name}", f"scope={scope}"]
+            args = routed[family] + common + [f"model={base_dir}", *row_args]
             ccfg = resolve_config(schema, args, preset=proto["preset"], presets_dir=PRESETS_DIR)
             print(f"[seed {seed}] {family} {method}")
-            summary, _ = _sub_run("compress", ccfg, f"{family}_{method}", fn, root)
+            summary, sub_dir = _sub_run("compress", ccfg, f"{family}_{method.replace('@', '-')}", fn, root)
             rows[method].append(summary)
+            outputs[method] = sub_dir
+        if family == "prune":
+            joint_speedups(base_dir, outputs, rows, ccfg.speed_batch, ccfg.speed_repeats)
         unpruned = {"test_acc": summary["acc_before"], "macs_ratio": 1.0, "params_after": summary["params_before"]}
         if summary.get("val_acc_before") is not None:
             unpruned["val_acc"] = summary["val_acc_before"]
@@ -166,7 +221,8 @@ def _report(cfg, run: Run, family: str, methods: list[str], rows: dict[str, list
     else:
         columns = [
             ("test_acc", "accuracy (%)"), ("acc_drop", "drop (points)"), ("macs_ratio", "MACs kept"),
-            ("params_after", "params"), ("cpu_speedup", "CPU speed-up"), ("acc_after_prune", "acc. after pruning"),
+            ("params_after", "params"), ("cpu_speedup", "CPU speed-up"),
+            ("cpu_speedup_joint", "CPU speed-up (joint)"), ("acc_after_prune", "acc. after pruning"),
         ]  # fmt: skip
     if any("val_acc" in r for summaries in rows.values() for r in summaries):
         columns.insert(1, ("val_acc", "val. acc. (%)"))
@@ -177,7 +233,8 @@ def _report(cfg, run: Run, family: str, methods: list[str], rows: dict[str, list
         means[name] = {}
         for key, _ in columns:
             vals = [float(s[key]) for s in summaries if isinstance(s.get(key), int | float)]
-            digits = 0 if key == "params_after" else (3 if key in ("macs_ratio", "cpu_speedup") else 2)
+            three = ("macs_ratio", "cpu_speedup", "cpu_speedup_joint")
+            digits = 0 if key == "params_after" else (3 if key in three else 2)
             line.append(format_mean_std(vals, digits) if vals else "")
             if vals:
                 means[name][key] = mean_std(vals)
@@ -200,7 +257,10 @@ def _report(cfg, run: Run, family: str, methods: list[str], rows: dict[str, list
     unpruned = means["unpruned"]["test_acc"][0]
     if family == "sglp" and "sglp" in means:
         sg = means["sglp"]
-        others = [means[m]["test_acc"][0] for m in methods if m != "sglp"]
+        from compression.pruning.sglp import SGLPRule
+
+        # sglp-paper is the method too (the paper's settings), not a baseline
+        others = [means[m]["test_acc"][0] for m in methods if not isinstance(SGLP_RULES[m], SGLPRule)]
         summary["goal_sglp_at_least_every_baseline"] = all(sg["test_acc"][0] >= o for o in others)
         summary["goal_sglp_within_1_point_of_unpruned"] = unpruned - sg["test_acc"][0] <= 1.0
         if epoch_s and "analysis_seconds" in sg:
@@ -209,6 +269,11 @@ def _report(cfg, run: Run, family: str, methods: list[str], rows: dict[str, list
     elif family == "prune":
         summary["goal_drop_at_most_1_point"] = {
             m: means[m]["acc_drop"][0] <= 1.0 for m in methods if "acc_drop" in means[m]
+        }
+        summary["goal_cpu_speedup_at_least_1.8_scope_all"] = {
+            m: means[m].get("cpu_speedup_joint", means[m].get("cpu_speedup"))[0] >= 1.8
+            for m in methods
+            if m.endswith("@all") and "cpu_speedup" in means[m]
         }
     run.write_summary(summary)
     print(md)

@@ -31,9 +31,9 @@ class SGLPConfig(TrainerConfig, SourceConfig, CommonConfig):
     epochs: int = opt(0, "not used by sglp: the fine-tuning length is finetune_epochs")
     lr: float = opt(0.01, "fine-tuning learning rate")
     recovery: str = opt("ce", "fine-tuning loss: ce, or kd from the unpruned model", ("ce", "kd"))
-    kd_T: float = opt(4.0, "KD temperature (recovery=kd)")
-    kd_alpha: float = opt(0.9, "weight of T²·KL (recovery=kd)")
-    kd_gamma: float = opt(0.1, "weight of CE (recovery=kd)")
+    kd_T: float = opt(4.0, "KD temperature (recovery=kd)", gt=0)
+    kd_alpha: float = opt(0.9, "weight of T²·KL (recovery=kd)", ge=0)
+    kd_gamma: float = opt(0.1, "weight of CE (recovery=kd)", ge=0)
     probe_samples: int = opt(512, "training images in the CKA probe set")
     probe_batch_size: int = opt(128, "batch size of the CKA pass")
     cka_estimator: str = opt(
@@ -103,6 +103,13 @@ class PruneBase(TrainerConfig, SourceConfig, CommonConfig):
         "epochs of fine-tuning the physically pruned model after the mask schedule; cpmc and pfgdf fine-tune "
         "epochs + finetune_epochs, so every method trains equally long",
     )
+    scope: str = opt(
+        "internal",
+        "channels pruned: internal (convs coupled to no other layer) or all (every coupled group of Torch-Pruning's "
+        "dependency graph, residual streams included, scored as a group)",
+        ("internal", "all"),
+    )
+    round_to: int = opt(1, "keep a multiple of this many channels in every pruned layer or group (1 = any)")
     lr: float = opt(0.01, "learning rate")
     speed_batch: int = opt(64, "batch size of the CPU inference-speed measurement")
     speed_repeats: int = opt(5, "repeats of the CPU inference-speed measurement (median)")
@@ -115,7 +122,7 @@ class PruneBase(TrainerConfig, SourceConfig, CommonConfig):
         if self.finetune_epochs < 0:
             raise WorkbenchError(f"finetune_epochs={self.finetune_epochs} must be >= 0")
         FILTER_METHODS[self.method].validate(self)
-        for key in ("speed_batch", "speed_repeats"):
+        for key in ("speed_batch", "speed_repeats", "round_to"):
             if getattr(self, key) < 1:
                 raise WorkbenchError(f"bad value for '{key}': {getattr(self, key)}; must be >= 1")
 

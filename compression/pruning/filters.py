@@ -19,6 +19,14 @@ on the real MACs of the physically pruned copy (``workbench.flops.count_macs``):
   ``|‖W_c‖₁ − μ| < kσ`` of the layer's Gaussian fit go (``workbench.prune.pfgdf_mask``); ``k`` sets the
   rate; then fine-tuning.
 
+Scope (``scope=``): ``internal`` (above, the default) or ``all``: every group of coupled output channels
+that Torch-Pruning's dependency graph finds (DepGraph, arXiv 2301.12900; ``workbench.prune.prunable_groups``),
+i.e. also the residual stream of each stage (stem or shortcut conv and the last conv of every block, their
+BatchNorms, the consumers' inputs), so that every convolution is pruned as in SFP's paper. A group is scored
+as a whole: the method's per-filter criterion averaged over the group's convs (``group_scores``; CPMC's
+weight criterion already covers its whole dependency group), and it is masked and removed as a whole.
+``round_to=r`` keeps a multiple of r channels in every pruned group (as Torch-Pruning's ``round_to``).
+
 Each method is a :class:`FilterMethod` registered in ``compression.pruning.FILTER_METHODS``: its config keys
 (``keys``, a dataclass merged flat into ``workbench compress prune``'s config), its knob space
 (:meth:`FilterMethod.knobs`), and how it compresses (:class:`MaskScheduleMethod`: train under the mask
@@ -59,8 +67,17 @@ from workbench.prune import (
     plan_from_scores,
     prune_channels,
 )
-from workbench.prune.channels import channel_group, dependency_graph
-from workbench.prune.criteria import get_criterion
+from workbench.prune.channels import (
+    Groups,
+    channel_group,
+    check_groups,
+    dependency_graph,
+    group_of,
+    round_plan,
+    rounded_count,
+)
+from workbench.prune.channels import prunable_groups as graph_groups
+from workbench.prune.criteria import get_criterion, group_scores
 
 Plan = dict[str, list[int]]
 FINETUNE_FILE = "finetune.pt"  # the trainer checkpoint of the fine-tuning after a mask schedule
@@ -83,19 +100,44 @@ def prunable_convs(model: nn.Module, input_shape: Sequence[int]) -> list[str]:
     return layers
 
 
-def layer_count(rate: float, channels: int) -> int:
-    """Filters a mask schedule selects at rate ``rate`` in a layer of ``channels``: ``min(C − 1, ⌊P·C⌋)``."""
-    return min(channels - 1, math.floor(rate * channels + 1e-9))
+def prunable_groups(model: nn.Module, input_shape: Sequence[int], scope: str = "internal") -> Groups:
+    """The prunable channel groups ``{head: members}`` of ``scope`` (internal | all); refuses a model with none,
+    and, for ``all``, a group the dependency graph cannot remove (one line naming the layer)."""
+    if scope == "internal":
+        return {p: [p] for p in prunable_convs(model, input_shape)}
+    x = example_input(model, input_shape)
+    groups = graph_groups(model, x, scope)
+    if not groups:
+        raise WorkbenchError(
+            f"scope={scope}: model {type(unwrap(model)).__name__} has no convolution channels to prune; "
+            "filter pruning needs a CNN such as resnet20/56"
+        )
+    check_groups(model, x, groups)
+    return groups
 
 
-def rate_plan(model: nn.Module, layers: Sequence[str], rate: float, criterion: str = "l2") -> Plan:
-    """Per-layer plan: the ``layer_count(rate, C)`` filters with the lowest ``criterion`` in every layer."""
+def layer_count(rate: float, channels: int, round_to: int = 1) -> int:
+    """Filters a mask schedule selects at rate ``rate`` in a layer of ``channels``: ``min(C − 1, ⌊P·C⌋)``,
+    with ``round_to`` rounding the kept channels to a multiple (``rounded_count``)."""
+    return min(channels - 1, rounded_count(math.floor(rate * channels + 1e-9), channels, round_to))
+
+
+def rate_plan(
+    model: nn.Module,
+    layers: Sequence[str],
+    rate: float,
+    criterion: str = "l2",
+    groups: Groups | None = None,
+    round_to: int = 1,
+) -> Plan:
+    """Per-layer plan: the ``layer_count(rate, C)`` filters with the lowest ``criterion`` in every layer
+    (a coupled group ranked by its group importance, ``group_scores``)."""
     crit = get_criterion(criterion)
     root = unwrap(model)
     plan = {}
     for path in layers:
-        scores = crit(get_module(root, path))
-        k = layer_count(rate, scores.numel())
+        scores = group_scores([get_module(root, q) for q in group_of(groups, path)], crit)
+        k = layer_count(rate, scores.numel(), round_to)
         plan[path] = sorted(torch.argsort(scores, stable=True)[:k].tolist())
     return plan
 
@@ -113,9 +155,12 @@ def macs_of_plan(model: nn.Module, plan: Plan, input_shape: Sequence[int]) -> in
 
 def channel_costs(model: nn.Module, layers: Sequence[str], input_shape: Sequence[int]) -> dict[str, float]:
     """MACs saved by removing ONE output channel of each layer: its filter's share of the layer's MACs plus,
-    for every conv/linear consuming the channel (its Torch-Pruning group), that consumer's per-input-channel share.
+    for every other conv/linear of its Torch-Pruning group, that layer's per-output-channel share (a coupled
+    member) or per-input-channel share (a consumer).
 
-    For independently prunable layers the saving of a plan is linear: ``Σ_l |plan_l| · cost_l``.
+    For independently prunable layers the saving of a plan is linear: ``Σ_l |plan_l| · cost_l``; with coupled
+    groups a conv whose input and output channels are both pruned is counted twice for the pair, so the
+    estimate is optimistic (``fit_budget`` then checks on the pruned model).
     """
     root = unwrap(model)
     macs = module_macs(root, input_shape)
@@ -132,6 +177,7 @@ def channel_costs(model: nn.Module, layers: Sequence[str], input_shape: Sequence
                 continue
             seen.add(target)
             if dg.is_out_channel_pruning_fn(dep.handler):
+                cost += macs.get(names[target], 0.0) / target.weight.shape[0]
                 continue
             width = target.in_features if isinstance(target, nn.Linear) else target.in_channels
             cost += macs.get(names[target], 0.0) / width
@@ -177,36 +223,44 @@ def fit_budget(
     criterion: str = "l2",
     cpmc_combine: str = "product",
     cpmc_weights: Sequence[float] = (1.0, 1.0, 1.0),
+    groups: Groups | None = None,
+    round_to: int = 1,
+    method_options: dict[str, Any] | None = None,
 ) -> tuple[float, Plan, int, int]:
     """The method's knob for ``target`` (fraction of MACs kept): ``(knob, plan, macs_after, macs_before)``.
 
     Knobs (:meth:`FilterMethod.knobs`): the per-layer rate P (mask methods), the global share r of channels
-    (CPMC), the band half-width k in σ (PFGDF). Raises a one-line error when the target cannot be reached.
+    (CPMC), the band half-width k in σ (PFGDF). ``groups``: coupled layers per head (scope=all), ``round_to``:
+    kept channels a multiple of it; ``method_options``: values of the method's other keys (``method_values``).
+    Raises a one-line error when the target cannot be reached.
     """
     entry = FILTER_METHODS[method]
-    options = entry.options(criterion=criterion, cpmc_combine=cpmc_combine, cpmc_weights=list(cpmc_weights))
+    given = {"criterion": criterion, "cpmc_combine": cpmc_combine, "cpmc_weights": list(cpmc_weights)}
+    options = entry.options(**{**given, **(method_options or {})})
     shape = tuple(input_shape)
     before = count_macs(model, shape)
     goal = int(target * before)
-    plan_at, knobs = entry.knobs(model, layers, shape, options)
+    plan_at, knobs = entry.knobs(model, layers, shape, options, groups=groups, round_to=round_to)
     costs = channel_costs(model, layers, shape)
 
     def estimate(plan: Plan) -> int:
         return round(before - sum(len(idx) * costs[p] for p, idx in plan.items()))
 
+    def measured(plan: Plan) -> int:
+        return macs_of_plan(model, plan, shape)
+
+    scope = "" if not groups or all(len(m) == 1 for m in groups.values()) else " (scope=all)"
     try:
         knob, plan, _ = search_knob(plan_at, estimate, goal, knobs)
-        after = macs_of_plan(model, plan, shape)
+        after = measured(plan)
         i = knobs.index(knob)
-        while after > goal and i + 1 < len(knobs):  # only if the linear estimate were off: step on, measured
-            i += 1
-            knob, plan = knobs[i], plan_at(knobs[i])
-            after = macs_of_plan(model, plan, shape)
-        if after > goal:
-            raise _Unreachable(after)
+        if after > goal:  # the linear estimate was optimistic (coupled groups): bisect on, measured
+            if i + 1 == len(knobs):
+                raise _Unreachable(after)
+            knob, plan, after = search_knob(plan_at, measured, goal, knobs[i + 1 :])
     except _Unreachable as exc:
         raise WorkbenchError(
-            f"target_macs={target} cannot be reached by {method}: pruning its layers as far as it can leaves "
+            f"target_macs={target} cannot be reached by {method}{scope}: pruning its groups as far as it can leaves "
             f"{exc.macs / before:.3f} of the MACs; choose target_macs >= {math.ceil(exc.macs / before * 1000) / 1000}"
         ) from None
     return knob, plan, after, before
@@ -223,6 +277,8 @@ def make_schedule(
     decay: str = "linear",
     asrfp_k: float = 4.0,
     ghfp_schedule: str = "linear",
+    groups: Groups | None = None,
+    round_to: int = 1,
 ) -> FilterMaskSchedule:
     """The trainer callback of a mask method; ASRFP's ``P`` is raised so that its last rate ``P_T`` is ``rate``."""
     entry = FILTER_METHODS[method]
@@ -230,15 +286,16 @@ def make_schedule(
         raise WorkbenchError(f"'{method}' is not a mask-schedule method; valid: {', '.join(mask_methods())}")
     options = entry.options(criterion=criterion, scale_bn=scale_bn, alpha0=alpha0, decay=decay, asrfp_k=asrfp_k,
                             ghfp_schedule=ghfp_schedule)  # fmt: skip
-    return entry.schedule(rate, layers, input_shape, options)
+    return entry.schedule(rate, layers, input_shape, options, groups=groups, round_to=round_to)
 
 
 @torch.no_grad()
 def zero_channels(model: nn.Module, plan: Plan, input_shape: Sequence[int]) -> nn.Module:
-    """Mask ``plan``'s channels in place: their filters and the coupled BatchNorm weight and bias become 0.
+    """Mask ``plan``'s channels in place: the filters of every conv sharing them (the layer alone, or its
+    coupled group) and the coupled BatchNorm weight and bias become 0.
 
     The masked network then computes what the physically pruned one computes (the channel is 0 after
-    its BatchNorm, so its consumers see nothing of it).
+    its BatchNorm, and through residual additions of zeros, so its consumers see nothing of it).
     """
     root = unwrap(model)
     dg = dependency_graph(root, example_input(root, input_shape))
@@ -246,16 +303,23 @@ def zero_channels(model: nn.Module, plan: Plan, input_shape: Sequence[int]) -> n
         if not idxs:
             continue
         conv = get_module(root, path)
-        rows = torch.as_tensor(idxs, device=conv.weight.device)
-        conv.weight[rows] = 0.0
-        if conv.bias is not None:
-            conv.bias[rows] = 0.0
-        for dep, _ in channel_group(dg, conv, range(conv.weight.shape[0])):
-            bn = dep.target.module
-            if isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.weight is not None:
-                bn.weight[rows.to(bn.weight.device)] = 0.0
-                bn.bias[rows.to(bn.bias.device)] = 0.0
+        for dep, mapped in channel_group(dg, conv, idxs):
+            target = dep.target.module
+            rows = torch.as_tensor([int(i) for i in mapped], dtype=torch.long)
+            is_filter = target is conv or dg.is_out_channel_pruning_fn(dep.handler)
+            if isinstance(target, _ConvNd | nn.Linear) and is_filter:
+                target.weight[rows.to(target.weight.device)] = 0.0
+                if target.bias is not None:
+                    target.bias[rows.to(target.bias.device)] = 0.0
+            elif isinstance(target, nn.modules.batchnorm._BatchNorm) and target.weight is not None:
+                target.weight[rows.to(target.weight.device)] = 0.0
+                target.bias[rows.to(target.bias.device)] = 0.0
     return model
+
+
+def method_values(cfg: Any) -> dict[str, Any]:
+    """The values in ``cfg`` of the keys of ``cfg.method`` (for :func:`fit_budget`'s method options)."""
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(FILTER_METHODS[cfg.method].keys)}
 
 
 def pruned_fraction(plan: Plan, model: nn.Module, layers: Sequence[str]) -> float:
@@ -324,6 +388,8 @@ class FilterJob:
     knob: float
     plan: Plan
     data: Splits
+    groups: Groups | None = None
+    round_to: int = 1
 
 
 @dataclass
@@ -344,6 +410,10 @@ class FilterMethod:
     knob space) and ``compress`` (prune and train). Registered as ``FILTER_METHODS.register(name, instance)``."""
 
     keys: ClassVar[type] = NoKeys
+    needs_data: ClassVar[bool] = False  # prepare() reads training batches before the budget is fitted
+
+    def prepare(self, model: nn.Module, data: Splits, cfg: Any, device: torch.device) -> None:
+        """Work on the trained model before its knob is searched (e.g. gradients for a Taylor criterion)."""
 
     def options(self, **values: Any) -> Any:
         """The method's keys with ``values`` for those it has (the others ignored)."""
@@ -351,9 +421,16 @@ class FilterMethod:
         return self.keys(**{k: v for k, v in values.items() if k in names})
 
     def knobs(
-        self, model: nn.Module, layers: Sequence[str], shape: tuple[int, ...], options: Any
+        self,
+        model: nn.Module,
+        layers: Sequence[str],
+        shape: tuple[int, ...],
+        options: Any,
+        groups: Groups | None = None,
+        round_to: int = 1,
     ) -> tuple[Callable[[float], Plan], list[float]]:
-        """``(plan_at, knobs)``: the plan at a knob value, and the ascending knob values (MACs fall as it rises)."""
+        """``(plan_at, knobs)``: the plan at a knob value, and the ascending knob values (MACs fall as it rises).
+        ``groups``: the coupled layers of each head in ``layers``; ``round_to``: kept channels a multiple of it."""
         raise NotImplementedError
 
     def validate(self, cfg: Any) -> None:
@@ -370,28 +447,45 @@ class MaskScheduleMethod(FilterMethod):
     keys: ClassVar[type] = MaskKeys
 
     def knobs(
-        self, model: nn.Module, layers: Sequence[str], shape: tuple[int, ...], options: Any
+        self,
+        model: nn.Module,
+        layers: Sequence[str],
+        shape: tuple[int, ...],
+        options: Any,
+        groups: Groups | None = None,
+        round_to: int = 1,
     ) -> tuple[Callable[[float], Plan], list[float]]:
         root = unwrap(model)
         sizes = {int(get_module(root, p).weight.shape[0]) for p in layers}
-        return (lambda rate: rate_plan(model, layers, rate, options.criterion)), sorted(
+        return (lambda rate: rate_plan(model, layers, rate, options.criterion, groups, round_to)), sorted(
             {n / c for c in sizes for n in range(c)}
         )
 
-    def schedule(self, rate: float, layers: Sequence[str], shape: Sequence[int], options: Any) -> FilterMaskSchedule:
+    def schedule(
+        self,
+        rate: float,
+        layers: Sequence[str],
+        shape: Sequence[int],
+        options: Any,
+        groups: Groups | None = None,
+        round_to: int = 1,
+    ) -> FilterMaskSchedule:
         raise NotImplementedError
 
     @staticmethod
-    def _mask_keys(layers: Sequence[str], shape: Sequence[int], options: Any) -> dict[str, Any]:
+    def _mask_keys(
+        layers: Sequence[str], shape: Sequence[int], options: Any, groups: Groups | None, round_to: int
+    ) -> dict[str, Any]:
         return dict(
-            layers=list(layers), input_shape=tuple(shape), criterion=options.criterion, scale_bn=options.scale_bn
-        )
+            layers=list(layers), input_shape=tuple(shape), criterion=options.criterion, scale_bn=options.scale_bn,
+            groups=groups, round_to=round_to,
+        )  # fmt: skip
 
     def compress(self, job: FilterJob) -> FilterOutcome:
         from workbench.seeding import derive_seed
 
         cfg, run, device, shape, data = job.cfg, job.run, job.device, job.shape, job.data
-        schedule = self.schedule(job.knob, job.layers, shape, cfg)
+        schedule = self.schedule(job.knob, job.layers, shape, cfg, groups=job.groups, round_to=job.round_to)
         trainer = fine_tune(job.model, cfg, cfg.epochs, data.train, data.test, device, run, cfg.seed,
                             callbacks=[schedule])  # fmt: skip
         masked = job.model
@@ -458,8 +552,16 @@ class OneShotMethod(FilterMethod):
 class SFP(MaskScheduleMethod):
     """SFP (arXiv 1808.06866)."""
 
-    def schedule(self, rate: float, layers: Sequence[str], shape: Sequence[int], options: Any) -> FilterMaskSchedule:
-        return SoftFilterPruning(rate, **self._mask_keys(layers, shape, options))
+    def schedule(
+        self,
+        rate: float,
+        layers: Sequence[str],
+        shape: Sequence[int],
+        options: Any,
+        groups: Groups | None = None,
+        round_to: int = 1,
+    ) -> FilterMaskSchedule:
+        return SoftFilterPruning(rate, **self._mask_keys(layers, shape, options, groups, round_to))
 
 
 class SRFP(MaskScheduleMethod):
@@ -467,8 +569,16 @@ class SRFP(MaskScheduleMethod):
 
     keys: ClassVar[type] = SofterKeys
 
-    def schedule(self, rate: float, layers: Sequence[str], shape: Sequence[int], options: Any) -> FilterMaskSchedule:
-        kw = self._mask_keys(layers, shape, options)
+    def schedule(
+        self,
+        rate: float,
+        layers: Sequence[str],
+        shape: Sequence[int],
+        options: Any,
+        groups: Groups | None = None,
+        round_to: int = 1,
+    ) -> FilterMaskSchedule:
+        kw = self._mask_keys(layers, shape, options, groups, round_to)
         return SofterFilterPruning(rate, alpha0=options.alpha0, decay=options.decay, **kw)
 
 
@@ -477,10 +587,18 @@ class ASRFP(MaskScheduleMethod):
 
     keys: ClassVar[type] = ASRFPKeys
 
-    def schedule(self, rate: float, layers: Sequence[str], shape: Sequence[int], options: Any) -> FilterMaskSchedule:
+    def schedule(
+        self,
+        rate: float,
+        layers: Sequence[str],
+        shape: Sequence[int],
+        options: Any,
+        groups: Groups | None = None,
+        round_to: int = 1,
+    ) -> FilterMaskSchedule:
         final = 1.0 - math.exp(-options.asrfp_k)
         p = min(rate / final * (1 + 1e-7), 1.0 - 1e-9)
-        kw = self._mask_keys(layers, shape, options)
+        kw = self._mask_keys(layers, shape, options, groups, round_to)
         return AsymptoticSofterFilterPruning(p, k=options.asrfp_k, alpha0=options.alpha0, decay=options.decay, **kw)
 
 
@@ -489,8 +607,16 @@ class GHFP(MaskScheduleMethod):
 
     keys: ClassVar[type] = GHFPKeys
 
-    def schedule(self, rate: float, layers: Sequence[str], shape: Sequence[int], options: Any) -> FilterMaskSchedule:
-        kw = self._mask_keys(layers, shape, options)
+    def schedule(
+        self,
+        rate: float,
+        layers: Sequence[str],
+        shape: Sequence[int],
+        options: Any,
+        groups: Groups | None = None,
+        round_to: int = 1,
+    ) -> FilterMaskSchedule:
+        kw = self._mask_keys(layers, shape, options, groups, round_to)
         return GraduallyHardFilterPruning(rate, schedule=options.ghfp_schedule, **kw)
 
 
@@ -501,13 +627,20 @@ class CPMC(OneShotMethod):
     knob_name: ClassVar[str] = "global channel share"
 
     def knobs(
-        self, model: nn.Module, layers: Sequence[str], shape: tuple[int, ...], options: Any
+        self,
+        model: nn.Module,
+        layers: Sequence[str],
+        shape: tuple[int, ...],
+        options: Any,
+        groups: Groups | None = None,
+        round_to: int = 1,
     ) -> tuple[Callable[[float], Plan], list[float]]:
         weights = tuple(options.cpmc_weights)
+        # the weight criterion is taken over the head's whole dependency group, so coupled members come with it
         scores = cpmc_importance(model, example_input(model, shape), layers, options.cpmc_combine, weights)
         total = sum(s.numel() for s in scores.values())
         knobs = [(j + 0.5) / total for j in range(total)]  # int(ratio · total) = j exactly
-        return (lambda ratio: plan_from_scores(scores, ratio, scope="global")), knobs
+        return (lambda ratio: round_plan(plan_from_scores(scores, ratio, scope="global"), scores, round_to)), knobs
 
     def validate(self, cfg: Any) -> None:
         if len(cfg.cpmc_weights) != 3:
@@ -520,15 +653,23 @@ class PFGDF(OneShotMethod):
     knob_name: ClassVar[str] = "band k (sigma)"
 
     def knobs(
-        self, model: nn.Module, layers: Sequence[str], shape: tuple[int, ...], options: Any
+        self,
+        model: nn.Module,
+        layers: Sequence[str],
+        shape: tuple[int, ...],
+        options: Any,
+        groups: Groups | None = None,
+        round_to: int = 1,
     ) -> tuple[Callable[[float], Plan], list[float]]:
         root = unwrap(model)
-        convs = {p: get_module(root, p) for p in layers}
-        values = sorted({float(v) for m in convs.values() for v in pfgdf_scores(m).tolist()})
+        convs = {p: [get_module(root, q) for q in group_of(groups, p)] for p in layers}
+        scores = {p: pfgdf_scores(m) for p, m in convs.items()}
+        values = sorted({float(v) for s in scores.values() for v in s.tolist()})
         knobs = [0.0] + [v + 1e-6 for v in values]  # the band |s| < k takes one more score at each knob
 
         def plan_at(k: float) -> Plan:
-            return {p: torch.nonzero(pfgdf_mask(m, k)).flatten().tolist() for p, m in convs.items()}
+            plan = {p: torch.nonzero(pfgdf_mask(m, k)).flatten().tolist() for p, m in convs.items()}
+            return round_plan(plan, scores, round_to)
 
         return plan_at, knobs
 

@@ -199,7 +199,7 @@ def report_sglp(prep: Prepared, pruned: nn.Module, info: dict) -> dict:
     save_outputs(run, {"model.pt": pruned}, spec, history, "finetune_curve.png", f"fine-tuning after {cfg.baseline}")
     summary = {
         "command": "compress sglp",
-        "method": "sglp" if cfg.baseline == "sglp" else f"baseline-{cfg.baseline}",
+        "method": cfg.baseline if isinstance(SGLP_RULES[cfg.baseline], sglp.SGLPRule) else f"baseline-{cfg.baseline}",
         "baseline": cfg.baseline,
         "source": str(source.path),
         "dataset": source.spec["dataset"],
@@ -252,17 +252,26 @@ def prepare_prune(cfg: PruneConfig, run: Run) -> tuple[fp.FilterJob, Prepared, d
     """The source model, its prunable layers, the method's knob and plan for the budget, the data, the
     accuracy before."""
     device, source, model, shape = _source(cfg, run)
-    layers = fp.prunable_convs(model, shape)
+    groups = fp.prunable_groups(model, shape, cfg.scope)
+    layers = list(groups)
+    method = FILTER_METHODS[cfg.method]
+    data = None
+    if method.needs_data:  # a criterion from gradients (tp-taylor) reads training batches before the budget
+        data = load_data(cfg, source.spec, cfg.seed, source.trained_on)
+        method.prepare(model, data, cfg, device)
     knob, plan, _, _ = fp.fit_budget(
-        model, cfg.method, layers, shape, cfg.target_macs, cfg.criterion, cfg.cpmc_combine, cfg.cpmc_weights
-    )
-    data = load_data(cfg, source.spec, cfg.seed, source.trained_on)
+        model, cfg.method, layers, shape, cfg.target_macs, cfg.criterion, cfg.cpmc_combine, cfg.cpmc_weights,
+        groups=groups, round_to=cfg.round_to, method_options=fp.method_values(cfg),
+    )  # fmt: skip
+    if data is None:
+        data = load_data(cfg, source.spec, cfg.seed, source.trained_on)
     prep = Prepared(cfg, run, device, source, model, shape, data, model_cost(model, shape))
     before = {
         "acc": accuracy(model, data.test, device, cfg.eval_batch_size),
         "val": val_accuracy(model, data.val, device, cfg.eval_batch_size),
     }
-    return fp.FilterJob(cfg, run, device, source, model, shape, layers, knob, plan, data), prep, before
+    job = fp.FilterJob(cfg, run, device, source, model, shape, layers, knob, plan, data, groups, cfg.round_to)
+    return job, prep, before
 
 
 def report_prune(
@@ -290,7 +299,10 @@ def report_prune(
         "model": source.spec["name"],
         "seed": cfg.seed,
         "target_macs": cfg.target_macs,
+        "scope": cfg.scope,
+        "round_to": cfg.round_to,
         "layers": len(job.layers),
+        "coupled_layers": sum(len(m) for m in (job.groups or {}).values()) or len(job.layers),
         "pruned_fraction": fp.pruned_fraction(plan, original, job.layers),
         "channels_removed": sum(len(v) for v in plan.values()),
         "macs_before": cost_before["macs"],
@@ -316,8 +328,9 @@ def report_prune(
         "cpu_speedup": speed["after"] / speed["before"],
         **outcome.extra,
     }
+    params_ratio = cost_after["params"] / cost_before["params"]
     message = (
-        f"{cfg.method}: MACs x{summary['macs_ratio']:.3f}, params x{cost_after['params'] / cost_before['params']:.3f}, "
+        f"{cfg.method}@{cfg.scope}: MACs x{summary['macs_ratio']:.3f}, params x{params_ratio:.3f}, "
         f"accuracy {acc_before:.2f}% -> {acc_final:.2f}%, CPU speed-up x{summary['cpu_speedup']:.2f}"
     )
     return finish(run, summary, message)

@@ -27,6 +27,12 @@ shapes match; stems and shape-changing blocks are anchors that stay):
    Cheap option ``importance="unit"``: keep the m_s units with the largest own-parameter gradient norm.
 5. **Removal**: every other unit becomes ``nn.Identity`` (the skip connection carries the signal).
 
+Two SGLP rules: ``sglp`` follows the command's keys (the ``sglp-fmnist`` preset sets the variant chosen on a
+validation split: matrix cost ``cka_sum_squares``, per-unit importance); ``sglp-paper`` fixes the paper's
+choices whatever the keys say: the 1-D column-sum cost ``sum_squares``, subset GradNorm, and the paper's
+direction (GradNorm as a zero-cost proxy: the subset whose pruned network has the *largest* G is kept,
+``max``). The other keys (k, budget, batches, BatchNorm mode) are shared.
+
 Baselines remove the same number of units: ``last`` (the deepest), ``random`` (seeded), and
 ``weight-norm`` (the smallest L2 norm of the unit's conv/linear weights).
 
@@ -341,6 +347,7 @@ def sglp_selection(
     keep_per_segment: Sequence[int] = (),
     scorer: SubsetScorer | None = None,
     bn: str = "train",
+    rule: str = "sglp",
 ) -> Selection:
     """Steps 3–4: units kept per segment by the gradient-norm proxy (``bn``: see ``SubsetScorer``)."""
     units, bounds = analysis.units, analysis.segments
@@ -373,7 +380,7 @@ def sglp_selection(
         units=units,
         kept=[u for u in units if u in kept_set],
         removed=[u for u in units if u not in kept_set],
-        rule="sglp",
+        rule=rule,
         segments=bounds,
         keep_per_segment=per_seg,
         cka=analysis.cka,
@@ -414,12 +421,28 @@ class SelectionRule:
 
 
 class SGLPRule(SelectionRule):
-    """The method: CKA analysis and segmentation once, then gradient-norm subset selection per budget."""
+    """The method: CKA analysis and segmentation once, then gradient-norm subset selection per budget.
+
+    ``fixed`` holds config keys the rule sets whatever the command says (``sglp-paper``); ``name`` labels
+    its selections."""
+
+    def __init__(self, name: str = "sglp", fixed: dict[str, Any] | None = None) -> None:
+        self.name = name
+        self.fixed = dict(fixed or {})
+
+    def settings(self, cfg: Any) -> Any:
+        """``cfg`` with the rule's fixed keys applied (a shallow copy; ``cfg`` itself is left alone)."""
+        if not self.fixed:
+            return cfg
+        out = copy.copy(cfg)
+        for key, value in self.fixed.items():
+            setattr(out, key, value)
+        return out
 
     def selector(self, job: SelectionJob) -> Callable[[int], Selection]:
         from workbench.seeding import derive_seed
 
-        cfg, model, units, plain, device = job.cfg, job.model, job.units, job.plain, job.device
+        cfg, model, units, plain, device = self.settings(job.cfg), job.model, job.units, job.plain, job.device
         probe = probe_loader(plain, cfg.probe_samples, cfg.probe_batch_size, derive_seed(cfg.seed, "probe"))
         analysis = analyse(
             model, units, probe, device, cfg.cka_estimator, cfg.segments, cfg.segment_cost, cfg.segment_threshold
@@ -432,7 +455,7 @@ class SGLPRule(SelectionRule):
         def select(r: int) -> Selection:
             return sglp_selection(
                 model, analysis, len(units) - r, batches, device, cfg.importance, cfg.subset_cap,
-                cfg.keep_per_segment, scorer, cfg.importance_bn,
+                cfg.keep_per_segment, scorer, cfg.importance_bn, self.name,
             )  # fmt: skip
 
         return select
@@ -474,7 +497,11 @@ class WeightNormUnits(BaselineRule):
         return sorted(units, key=lambda u: (scores[u], units.index(u)))[:remove], scores
 
 
+# The paper's SGLP (Information Fusion; METHODS.md §4): 1-D column-sum cost, subset GradNorm, largest G kept.
+PAPER_SETTINGS = {"segment_cost": "sum_squares", "importance": "subset", "importance_direction": "max"}
+
 SGLP_RULES.register("sglp", SGLPRule())
+SGLP_RULES.register("sglp-paper", SGLPRule("sglp-paper", PAPER_SETTINGS))
 SGLP_RULES.register("last", LastUnits())
 SGLP_RULES.register("random", RandomUnits())
 SGLP_RULES.register("weight-norm", WeightNormUnits())

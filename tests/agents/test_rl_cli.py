@@ -130,3 +130,29 @@ def test_both_atari_backends_give_uint8_4x84x84_stacks_and_full_game_episodes():
             break
     env.close()
     assert game is not None and dones == 5 and game["l"] > 5
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["ppo.gamma=0"], "bad value for 'ppo.gamma': 0.0; must be > 0"),
+        (["dqn.gamma=1.5"], "bad value for 'dqn.gamma': 1.5; must be ≤ 1"),
+        (["temperature=0"], "bad value for 'temperature': 0.0; must be > 0"),
+        (["dqn_tau=-1"], "bad value for 'dqn_tau': -1.0; must be > 0"),
+        (["lambda_dec=-0.1"], "bad value for 'lambda_dec'"),
+        (["lambda_feat=-1"], "bad value for 'lambda_feat'"),
+        (["ppo.target_kl=-0.01"], "bad value for 'ppo.target_kl'"),
+        (["ppo.schedule_steps=-5"], "bad value for 'ppo.schedule_steps'"),
+        (["dqn.exploration_final_eps=2"], "bad value for 'dqn.exploration_final_eps'"),
+        (["n_envs=0"], "bad value for 'n_envs': 0; must be ≥ 1"),
+        (["total_steps=0"], "bad value for 'total_steps'"),
+    ],
+)
+def test_declared_bounds_reject_bad_values_in_one_line(args, needle):
+    from agents.config import TrainConfig
+    from workbench.config import resolve_config
+    from workbench.errors import WorkbenchError
+
+    with pytest.raises(WorkbenchError) as exc:
+        resolve_config(TrainConfig, args)
+    assert needle in str(exc.value) and "\n" not in str(exc.value), str(exc.value)

@@ -105,3 +105,69 @@ def test_resolve_inference():
     assert resolve_inference("auto", torch.device("cpu")) == "loop"
     assert resolve_inference("auto", torch.device("cuda")) == "vmap"
     assert resolve_inference("vmap", torch.device("cpu")) == "vmap"
+
+
+REPLAY_FIELDS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
+
+
+def _dqn_student(env_id: str, make=None):
+    from agents import sb3_compat
+
+    cfg = resolve_config(
+        TrainConfig,
+        [
+            f"env={env_id}",
+            "algo=dqn",
+            "n_envs=2",
+            "total_steps=400",
+            "dqn.learning_starts=40",  # crossed inside the collection: random, then ε-greedy actions
+            "dqn.buffer_size=300",
+            "dqn.optimize_memory_usage=false",
+            "dqn.train_freq=60",
+            "dqn.target_update_interval=20",
+            "dqn.exploration_fraction=0.5",
+        ],
+    )
+    spec = parse_env_id(env_id)
+    env = make() if make is not None else make_env(spec, cfg.n_envs, seed=11, frame_stack=cfg.frame_stack)
+    s = build_student(cfg, env, 3, torch.device("cpu"), spec)
+    s.group_callback = sb3_compat.setup_learn(s, cfg.total_steps)
+    return s
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "MinAtar/Breakout-v1"])
+def test_one_dqn_student_lockstep_transitions_equal_sb3(env_id):
+    """``collect_group_transitions`` with one student = SB3's ``collect_rollouts`` (replay, counters, ε,
+    target updates), time-limit truncations included (CartPole cut at 8 steps)."""
+    import gymnasium as gym
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from agents.rollout import collect_group_transitions
+
+    if env_id.startswith("MinAtar"):
+        pytest.importorskip("minatar")
+        make = None
+    else:
+
+        def make():
+            return make_vec_env(lambda: gym.make("CartPole-v1", max_episode_steps=8), n_envs=2, seed=11)
+
+    torch.set_num_threads(1)
+    a, b = _dqn_student(env_id, make), _dqn_student(env_id, make)
+    seed_everything(5)
+    for _ in range(2):
+        a.collect_rollouts(a.env, a.group_callback, a.train_freq, a.replay_buffer, None, a.learning_starts, None)
+    seed_everything(5)
+    for _ in range(2):
+        collect_group_transitions([b], b.train_freq.frequency)
+    assert a.num_timesteps == b.num_timesteps == 240
+    assert (a.replay_buffer.pos, a.replay_buffer.full) == (b.replay_buffer.pos, b.replay_buffer.full)
+    for name in REPLAY_FIELDS:
+        np.testing.assert_array_equal(getattr(a.replay_buffer, name), getattr(b.replay_buffer, name), err_msg=name)
+    assert a.exploration_rate == b.exploration_rate < 1.0
+    assert (a._n_calls, a._episode_num) == (b._n_calls, b._episode_num) and a._episode_num > 0
+    assert [e["r"] for e in a.ep_info_buffer] == [e["r"] for e in b.ep_info_buffer]
+    if make is not None:
+        assert b.replay_buffer.timeouts.any(), "no time-limit truncation was exercised"
+    for pa, pb in zip(a.q_net_target.parameters(), b.q_net_target.parameters()):
+        torch.testing.assert_close(pa, pb)

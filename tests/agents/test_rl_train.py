@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from agents.config import TrainConfig
-from agents.train import Trainer
+from agents.train import GroupRunner
 from agents.train import run as train_run
 from workbench.config import resolve_config
 from workbench.runs import create_run, open_run
@@ -130,7 +130,7 @@ def test_atari_group_end_to_end(run_root, algo, backend):
     assert "human_normalized" in summary
 
 
-def _params(trainer: Trainer) -> list[torch.Tensor]:
+def _params(trainer: GroupRunner) -> list[torch.Tensor]:
     return [p.detach().clone() for s in trainer.group.students for p in s.policy.parameters()]
 
 
@@ -157,7 +157,7 @@ def test_lambda_zero_opd_da_equals_independent(run_root, algo):
         "zero": ["method=opd-da", "lambda_dec=0", "lambda_feat=0"],
         "distil": ["method=opd-da", "lambda_dec=1", "lambda_feat=0.1"],
     }.items():
-        trainer = Trainer(_cfg(run_root, *base, *extra, preset=preset), None)
+        trainer = GroupRunner(_cfg(run_root, *base, *extra, preset=preset), None)
         trainer.train()
         results[name] = _params(trainer)
         trainer.close()

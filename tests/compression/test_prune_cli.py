@@ -142,6 +142,28 @@ def test_filter_pruning_end_to_end(trained, method):
     assert _eval_acc(out) == pytest.approx(s["acc_after"])
 
 
+def test_scope_all_prunes_the_residual_streams_end_to_end(trained):
+    from workbench.models.saved import load_model
+
+    model_dir, root = trained
+    res = workbench_cli(
+        "compress", "prune", f"model={model_dir}", "method=ghfp", "scope=all", "round_to=4", "target_macs=0.5",
+        "epochs=1", "subset=300", "speed_repeats=2", "speed_batch=32", *SMALL, f"run_root={root}",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "ghfp@all" in res.stdout
+    out = _run_dir(res.stdout)
+    s = _summary(out)
+    assert (s["scope"], s["round_to"]) == ("all", 4)
+    assert 0.4 < s["macs_ratio"] <= 0.5
+    assert s["coupled_layers"] > s["layers"]  # residual streams: several convs per group
+    assert s["max_abs_diff_masked_vs_pruned"] < 1e-4
+    pruned, _ = load_model(out / "checkpoints" / "model.pt")
+    assert pruned.conv1.out_channels < 16 and pruned.conv1.out_channels % 4 == 0  # the stem's stream was pruned
+    assert pruned.layer1[0].conv2.out_channels == pruned.conv1.out_channels
+    assert _eval_acc(out) == pytest.approx(s["acc_after"])
+
+
 def test_a_mask_method_can_fine_tune_the_pruned_model_and_one_shot_methods_train_as_long(trained):
     model_dir, root = trained
     summaries = {}
@@ -188,6 +210,27 @@ def test_compare_reports_validation_and_a_resumed_compare_reuses_finished_sub_ru
     assert _summary(out)["table"] == s["table"]
 
 
+def test_prune_compare_rows_at_both_scopes_with_a_joint_speed_up(trained):
+    model_dir, root = trained
+    res = workbench_cli(
+        "compress", "compare", "protocol=prune-fmnist", f"base_model={model_dir}", "seeds=0",
+        "methods=sfp,sfp@all,tp-l2@all", "overrides=epochs=1,finetune_epochs=0,subset=200,speed_repeats=1,"
+        "speed_batch=8,progress=false,batch_size=64,round_to=2",
+        f"run_root={root.parent / 'compare-prune'}",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    out = _run_dir(res.stdout)
+    report = (out / "report.md").read_text()
+    for row in ("sfp@internal", "sfp@all", "tp-l2@all"):
+        assert f"| {row} | 1 |" in report, report
+    assert "CPU speed-up (joint)" in report
+    s = _summary(out)
+    assert s["table"]["sfp@all"]["cpu_speedup_joint"]["mean"] > 0
+    assert set(s["goal_cpu_speedup_at_least_1.8_scope_all"]) == {"sfp@all", "tp-l2@all"}
+    subs = [p.parent for p in (out / "runs").rglob("summary.json") if "compress" in str(p)]
+    assert sorted({_summary(p)["scope"] for p in subs}) == ["all", "internal"]
+
+
 def test_bad_input_is_refused_in_one_line(trained, tmp_path):
     model_dir, root = trained
     empty = tmp_path / "not_a_run"
@@ -201,13 +244,17 @@ def test_bad_input_is_refused_in_one_line(trained, tmp_path):
         (["compress", "sglp", f"model={model_dir}", "epochs=3"], "finetune_epochs"),
         (["compress", "sglp", f"model={model_dir}", "val_subset=5000"], "val_subset"),
         (["compress", "prune", f"model={model_dir}", "finetune_epochs=-1"], "finetune_epochs"),
+        (["compress", "prune", f"model={model_dir}", "scope=all", "target_macs=0.001"], "(scope=all)"),
+        (["compress", "prune", f"model={model_dir}", "method=tp-magic"], "tp-magic"),
+        (["compress", "prune", f"model={model_dir}", "scope=some"], "scope"),
+        (["compress", "prune", f"model={model_dir}", "round_to=0"], "round_to"),
     ]
     for args, needle in cases:
         res = workbench_cli(*args, f"run_root={root}")
         assert res.returncode == 2, (args, res.stderr)
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and needle in lines[0], (args, res.stderr)
-    assert not (root / "compress" / "magic").exists()
+    assert not (root / "compress" / "magic").exists() and not (root / "compress" / "tp-magic").exists()
     leftover = [p for p in (root / "compress").rglob("summary.json")]
     assert all(_summary(p.parent)["macs_after"] for p in leftover)  # no half-written run was left behind
 

@@ -92,3 +92,12 @@ def _assert_same(a, b, where: str) -> None:
             _assert_same(x, y, f"{where}[{i}]")
     else:
         assert a == b, where
+
+
+def test_benchmark_brings_its_protocol_settings(run_root: Path, capsys) -> None:
+    """``benchmark=X`` trains with preset X's settings (issue 21 item 10); typed keys still win."""
+    run_dir = _run(run_root, "method=naive", "max_tasks=1", "lr=0.005")
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert (cfg["optimizer"], cfg["batch_size"], cfg["model"]) == ("adam", 32, "mlp")
+    assert cfg["lr"] == 0.005 and cfg["epochs"] == 1
+    assert "preset: split-digits-5" in capsys.readouterr().out

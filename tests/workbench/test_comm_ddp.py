@@ -1,41 +1,20 @@
 """workbench.comm under torchrun with 2 gloo processes: one launch of comm_worker.py, several assertions."""
 
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from workbench.comm import COMM_HOOKS
+from workbench.distributed import run_torchrun
 
 WORKER = Path(__file__).with_name("comm_worker.py")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("comm") / "results.pt"
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            f"--master_port={free_port()}",
-            str(WORKER),
-            str(out),
-        ],
-        timeout=600,
-        capture_output=True,
-        text=True,
-    )
+    res = run_torchrun([str(WORKER), str(out)], timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     return torch.load(out, weights_only=True)
 

@@ -1,36 +1,19 @@
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
+from workbench.distributed import run_torchrun
+
 WORKER = Path(__file__).with_name("ddp_worker.py")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_torchrun_two_cpu_processes_match_single_process(tmp_path):
     single, ddp = tmp_path / "single.pt", tmp_path / "ddp.pt"
     subprocess.run([sys.executable, str(WORKER), str(single)], check=True, timeout=300)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            f"--master_port={free_port()}",
-            str(WORKER),
-            str(ddp),
-        ],
-        check=True,
-        timeout=300,
-        capture_output=True,
-    )
+    res = run_torchrun([str(WORKER), str(ddp)], timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
     a, b = torch.load(single, weights_only=True), torch.load(ddp, weights_only=True)
     assert a["world"] == 1 and b["world"] == 2
     for wa, wb in zip(a["weights"], b["weights"]):
@@ -40,13 +23,8 @@ def test_torchrun_two_cpu_processes_match_single_process(tmp_path):
 
 def test_torchrun_cli_writes_one_run_directory_from_rank_0(tmp_path):
     root = tmp_path / "runs"
-    res = subprocess.run(
+    res = run_torchrun(
         [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            f"--master_port={free_port()}",
             "-m",
             "workbench.cli",
             "train",
@@ -58,8 +36,6 @@ def test_torchrun_cli_writes_one_run_directory_from_rank_0(tmp_path):
             f"run_root={root}",
         ],
         timeout=300,
-        capture_output=True,
-        text=True,
     )
     assert res.returncode == 0, res.stderr[-2000:]
     runs = [p.parent for p in root.rglob("config.yaml")]

@@ -23,6 +23,7 @@ CORE_BENCHES = {
     "trainer": "workbench.bench.trainer:bench",
     "cka": "workbench.bench.cka:bench",
     "comm": "workbench.bench.comm:bench",
+    "sweep": "workbench.bench.sweep:bench",
 }
 
 

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 from workbench.bench import BenchResult
+from workbench.distributed import run_torchrun
 from workbench.errors import WorkbenchError
 
 VARIANTS: dict[str, list[str]] = {
@@ -38,18 +36,11 @@ SIZES = {
 COMMON = ["dataset=fashion-mnist", "model=small_cnn", "batch_size=32", "progress=false", "seed=0"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_variant(label: str, overrides: list[str], size: dict, root: Path) -> dict:
     """One 2-rank ``workbench train`` run; returns its summary.json."""
     args = [*COMMON, *(f"{k}={v}" for k, v in size.items()), *overrides, f"run_root={root}", f"name={label}"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    res = subprocess.run([*cmd, "-m", "workbench.cli", "train", *args], capture_output=True, text=True, env=env)
+    res = run_torchrun(["-m", "workbench.cli", "train", *args], env=env)
     if res.returncode != 0:
         tail = res.stderr.strip().splitlines()[-1:] or ["no output"]
         raise WorkbenchError(f"bench comm: the '{label}' run failed ({tail[0][:200]})")

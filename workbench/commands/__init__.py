@@ -1,4 +1,4 @@
-"""The core's own commands: ``train`` and ``eval`` (config-driven), ``data``, ``bench``, ``report`` (raw)."""
+"""The core's own commands: ``train`` and ``eval`` (config-driven), ``data``, ``bench``, ``report``, ``sweep`` (raw)."""
 
 from __future__ import annotations
 
@@ -44,8 +44,15 @@ def _report(argv: list[str]) -> int:
     return main(argv)
 
 
+def _sweep(argv: list[str]) -> int:
+    from workbench.sweep import main
+
+    return main(argv)
+
+
 RAW_COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "data": ("list datasets and prepare them offline: workbench data list | prepare NAME...", _data),
     "bench": ("speed and memory ratios against reference implementations: workbench bench [NAME...]", _bench),
     "report": ("tables (mean ± std over seeds) from run directories: workbench report PATH...", _report),
+    "sweep": ("run any command over a grid (local pool or SLURM), resumable: workbench sweep COMMAND key=a,b", _sweep),
 }

@@ -175,3 +175,98 @@ def plan_from_scores(scores: Mapping[str, torch.Tensor], ratio: float, scope: st
             plan[path].append(i)
             budget -= 1
     return {path: sorted(idxs) for path, idxs in plan.items()}
+
+
+# --- coupled groups (scope=all) ---------------------------------------------------------------------------
+
+Groups = dict[str, list[str]]  # head path -> paths of the conv/linear layers sharing its output channels
+SCOPES = ("internal", "all")
+
+
+def prunable_groups(model: nn.Module, example_input: torch.Tensor, scope: str = "internal") -> Groups:
+    """The channel groups a filter method may prune, as ``{head: members}`` (head first among its members).
+
+    ``scope="internal"``: every ``independent_convs`` layer alone (the block-internal channels).
+    ``scope="all"``: every group of coupled output channels of Torch-Pruning's dependency graph (DepGraph,
+    arXiv 2301.12900): the internal convs, and per stage the residual stream (the stem or the shortcut
+    conv and the last conv of every block of the stage, with their BatchNorms and the consumers' input
+    channels). Groups that reach the model's output (the classifier) and depthwise convs are left out.
+    The head is the member met first in ``named_modules`` order.
+    """
+    if scope not in SCOPES:
+        raise WorkbenchError(f"unknown pruning scope '{scope}'; valid: {', '.join(SCOPES)}")
+    root = unwrap(model)
+    if scope == "internal":
+        return {p: [p] for p in independent_convs(root, example_input)}
+    dg = dependency_graph(root, example_input)
+    names = {m: n for n, m in root.named_modules()}
+    groups: Groups = {}
+    taken: set[nn.Module] = set()
+    for name, m in root.named_modules():
+        if not isinstance(m, nn.Conv2d) or (m.groups > 1 and m.groups == m.out_channels) or m not in dg.module2node:
+            continue
+        if m in taken:
+            continue
+        members = coupled_layers(dg, m)
+        taken.update(members)
+        if _reaches_output(channel_group(dg, m, range(m.out_channels))):
+            continue
+        groups[name] = [names[x] for x in members]
+    return groups
+
+
+def group_of(groups: Mapping[str, Sequence[str]] | None, head: str) -> list[str]:
+    """The members of ``head``'s group (``[head]`` when ``groups`` is None or does not list it)."""
+    return list(groups.get(head, [head])) if groups else [head]
+
+
+def check_groups(model: nn.Module, example_input: torch.Tensor, groups: Mapping[str, Sequence[str]]) -> None:
+    """Refuse (one line naming the layer) a group whose channel removal the dependency graph gets wrong.
+
+    On a copy, one channel of each group is removed in turn and the model run forward; a layer the graph
+    does not know how to shrink (a per-channel parameter it does not see, a channel reshuffle) breaks
+    the forward there.
+    """
+    import copy
+
+    probe = copy.deepcopy(unwrap(model))
+    dg = dependency_graph(probe, example_input)
+    probe.eval()
+    for head, members in groups.items():
+        module = get_module(probe, head)
+        if _out_channels(dg, module) < 2:
+            raise WorkbenchError(f"layer '{head}' has a single output channel; it cannot be pruned (scope=internal)")
+        try:
+            channel_group(dg, module, [0]).prune()
+            with torch.no_grad():
+                probe(example_input)
+        except Exception as exc:  # the forward of a wrongly pruned model fails in arbitrary ways
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            others = ", ".join(m for m in members if m != head)
+            coupled = f" (coupled with {others})" if others else ""
+            raise WorkbenchError(
+                f"scope=all: Torch-Pruning's dependency graph cannot prune the output channels of '{head}'{coupled}: "
+                f"the model fails after removing one ({reason}); use scope=internal"
+            ) from None
+
+
+def rounded_count(n: int, channels: int, round_to: int) -> int:
+    """Channels to remove so that the ``channels − n`` kept are a multiple of ``round_to`` (rounded down, as
+    Torch-Pruning's ``round_to`` does), at least ``round_to`` kept; ``n = 0`` or ``round_to ≤ 1`` unchanged."""
+    if round_to <= 1 or n <= 0 or channels <= round_to:
+        return n
+    keep = channels - n
+    keep = max(round_to, keep - keep % round_to)
+    return channels - keep
+
+
+def round_plan(plan: Plan, scores: Mapping[str, torch.Tensor], round_to: int) -> Plan:
+    """``plan`` with each layer's removal count rounded (:func:`rounded_count`): its lowest-scoring channels."""
+    if round_to <= 1:
+        return {p: list(v) for p, v in plan.items()}
+    out = {}
+    for path, idxs in plan.items():
+        s = scores[path].flatten()
+        n = rounded_count(len(idxs), s.numel(), round_to)
+        out[path] = sorted(torch.argsort(s, stable=True)[:n].tolist()) if n != len(idxs) else list(idxs)
+    return out

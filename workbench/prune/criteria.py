@@ -5,6 +5,9 @@
   (μ the mean, σ the population standard deviation); the score is the distance to the mean in
   units of σ, ``s_c = |‖W[c]‖₁ − μ| / σ``, so the filters "insignificant in distribution" inside
   the central band ``|‖W[c]‖₁ − μ| < kσ`` are exactly those with ``s_c < k`` (:func:`pfgdf_mask`).
+- group importance (DepGraph, arXiv 2301.12900), :func:`group_scores`: for channels shared by several
+  layers (a residual stream), the mean of a per-filter criterion over the group's layers,
+  ``s_c = (1/|G|) Σ_{l∈G} s_l(c)``; a group of one layer is that layer's criterion.
 - CPMC (arXiv 2011.03240), :func:`cpmc_importance`: three per-channel criteria, each normalised
   globally (over all channels of all layers) and combined (see its docstring).
 """
@@ -42,16 +45,19 @@ def l2_norm(module: nn.Module) -> Tensor:
     return filter_norms(module.weight, 2)
 
 
-def pfgdf_scores(module: nn.Module) -> Tensor:
-    """``|‖W[c]‖₁ − μ| / σ`` over the layer's filters (σ: population std; all zero when σ = 0)."""
-    s = l1_norm(module)
+def pfgdf_scores(module: nn.Module | Sequence[nn.Module]) -> Tensor:
+    """``|‖W[c]‖₁ − μ| / σ`` over the layer's filters (σ: population std; all zero when σ = 0).
+
+    For a group of layers sharing channels, ``‖W[c]‖₁`` is the group's mean L1 norm (:func:`group_scores`).
+    """
+    s = group_scores(module, l1_norm)
     mu, sigma = s.mean(), s.std(unbiased=False)
     if sigma == 0:
         return torch.zeros_like(s)
     return (s - mu).abs() / sigma
 
 
-def pfgdf_mask(module: nn.Module, k: float) -> Tensor:
+def pfgdf_mask(module: nn.Module | Sequence[nn.Module], k: float) -> Tensor:
     """Boolean mask of the filters inside the band ``|‖W[c]‖₁ − μ| < kσ`` (True = prune).
 
     If the band holds every filter, the one farthest from the mean is kept so the layer survives.
@@ -61,6 +67,16 @@ def pfgdf_mask(module: nn.Module, k: float) -> Tensor:
     if bool(mask.all()):
         mask[int(torch.argmax(scores))] = False
     return mask
+
+
+def group_scores(modules: nn.Module | Sequence[nn.Module], criterion: Criterion) -> Tensor:
+    """Group importance: the mean of ``criterion`` over the layers sharing the output channels,
+    ``s_c = (1/|G|) Σ_{l∈G} s_l(c)`` (DepGraph's default mean reduction, arXiv 2301.12900)."""
+    if isinstance(modules, nn.Module):
+        return criterion(modules)
+    if len(modules) == 1:
+        return criterion(modules[0])
+    return torch.stack([criterion(m).double() for m in modules]).mean(0)
 
 
 CRITERIA: dict[str, Criterion] = {"l1": l1_norm, "l2": l2_norm, "pfgdf": pfgdf_scores}

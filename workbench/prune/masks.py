@@ -23,6 +23,12 @@ The schedules differ in ``P_e`` (rate), ``α_e`` (decay) and ``h_e`` (hard share
   ``linear``: ``h_e = min(1, e/T)`` (default) or ``cubic``: ``h_e = 1 − (1 − min(1, e/T))³``; at the last
   epoch ``h = 1``: every selected filter is hard.
 
+Coupled groups (``groups={head: members}``, ``channels.prunable_groups(..., scope="all")``): a "layer" is
+then a group of convs sharing output channels (a residual stream); its filters are ranked by the group
+importance (``criteria.group_scores``, the mean of the criterion over the members) and every member's
+filter (and, with ``scale_bn``, every BatchNorm of the group) is scaled together. ``round_to=r`` rounds
+``n`` so that the kept channels are a multiple of r (``channels.rounded_count``).
+
 Which convs: by default those whose output channels are coupled to no other layer through a
 residual addition (``channels.independent_convs``: in CIFAR ResNets the first conv of every
 block, i.e. the block-internal channels), so that the masks can later be removed physically with
@@ -49,8 +55,15 @@ from torch import Tensor, nn
 from workbench.callbacks import Callback
 from workbench.errors import WorkbenchError
 from workbench.models.features import get_module, unwrap
-from workbench.prune.channels import channel_group, dependency_graph, independent_convs, plan_from_masks
-from workbench.prune.criteria import Criterion, get_criterion
+from workbench.prune.channels import (
+    channel_group,
+    dependency_graph,
+    group_of,
+    independent_convs,
+    plan_from_masks,
+    rounded_count,
+)
+from workbench.prune.criteria import Criterion, get_criterion, group_scores
 
 if TYPE_CHECKING:
     from workbench.trainer import Trainer
@@ -64,6 +77,8 @@ class FilterMaskSchedule(Callback):
 
     ``rate``: target fraction P of filters per layer, in [0, 1). ``layers``: conv paths, default
     ``independent_convs``. ``input_shape``: one sample's shape for tracing, e.g. (3, 32, 32).
+    ``groups``: ``{head: members}`` for coupled layers (``layers`` are then the heads, default all of
+    ``groups``); ``round_to``: kept channels per layer a multiple of it.
     """
 
     name = "sfp"
@@ -75,10 +90,18 @@ class FilterMaskSchedule(Callback):
         input_shape: Sequence[int] = (3, 32, 32),
         criterion: str | Criterion = "l2",
         scale_bn: bool = False,
+        groups: dict[str, list[str]] | None = None,
+        round_to: int = 1,
     ) -> None:
         if not 0.0 <= rate < 1.0:
             raise WorkbenchError(f"filter pruning rate must be in [0, 1), got {rate}")
+        if round_to < 1:
+            raise WorkbenchError(f"round_to must be >= 1, got {round_to}")
         self.rate = rate
+        self.groups = {h: list(m) for h, m in groups.items()} if groups else None
+        self.round_to = round_to
+        if layers is None and self.groups:
+            layers = list(self.groups)
         self.layers = list(layers) if layers is not None else None
         self.input_shape = tuple(input_shape)
         self.criterion = get_criterion(criterion)
@@ -86,6 +109,7 @@ class FilterMaskSchedule(Callback):
         self.masks: dict[str, Tensor] = {}
         self.hard: dict[str, Tensor] = {}
         self._convs: dict[str, nn.Module] = {}
+        self._members: dict[str, list[nn.Module]] = {}
         self._bns: dict[str, list[nn.Module]] = {}
         self._keep: dict[str, Tensor] = {}  # per layer with hard filters: 1 = live, 0 = hard, on the device
 
@@ -107,9 +131,13 @@ class FilterMaskSchedule(Callback):
         if self.layers is None:
             self.layers = independent_convs(root, x)
         self._convs = {p: get_module(root, p) for p in self.layers}
-        for p, m in self._convs.items():
-            if not isinstance(m, nn.Conv2d | nn.Linear):
-                raise WorkbenchError(f"filter masks apply to Conv2d/Linear layers, but '{p}' is a {type(m).__name__}")
+        self._members = {p: [get_module(root, q) for q in group_of(self.groups, p)] for p in self.layers}
+        for p, members in self._members.items():
+            for m in members:
+                if not isinstance(m, nn.Conv2d | nn.Linear):
+                    raise WorkbenchError(
+                        f"filter masks apply to Conv2d/Linear layers, but '{p}' is a {type(m).__name__}"
+                    )
         if self.scale_bn:
             dg = dependency_graph(root, x)
             for p, m in self._convs.items():
@@ -139,10 +167,11 @@ class FilterMaskSchedule(Callback):
         for p, conv in self._convs.items():
             c = conv.weight.shape[0]
             hard = self.hard[p].to(conv.weight.device)
-            scores = self.criterion(conv).to(conv.weight.device).double()
+            scores = group_scores(self._members[p], self.criterion).to(conv.weight.device).double()
             scores = torch.where(hard, torch.full_like(scores, -math.inf), scores)
             order = torch.argsort(scores, stable=True)
-            n = min(c - 1, max(math.floor(rate * c + 1e-9), int(hard.sum())))
+            n = rounded_count(math.floor(rate * c + 1e-9), c, self.round_to)
+            n = min(c - 1, max(n, int(hard.sum())))
             n_hard = max(int(hard.sum()), math.floor(share * n + 1e-9))
             chosen, new_hard = order[:n], order[:n_hard]
             mask = torch.zeros(c, dtype=torch.bool, device=hard.device)
@@ -166,8 +195,9 @@ class FilterMaskSchedule(Callback):
         }
 
     def _tensors(self, path: str) -> list[Tensor]:
-        conv = self._convs[path]
-        tensors = [conv.weight, conv.bias]
+        tensors = []
+        for conv in self._members[path]:
+            tensors += [conv.weight, conv.bias]
         for bn in self._bns.get(path, []):
             tensors += [bn.weight, bn.bias]
         return [t for t in tensors if t is not None]

@@ -1,0 +1,1 @@
+"""RL student algorithms, one module each, registered in :data:`agents.registry.ALGORITHMS`."""

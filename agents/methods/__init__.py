@@ -1,0 +1,1 @@
+"""RL distillation methods, one module each, registered in :data:`agents.registry.METHODS`."""
