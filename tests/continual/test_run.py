@@ -56,7 +56,8 @@ def test_two_tasks_every_method(method: str, run_root: Path) -> None:
 
 @pytest.mark.parametrize(("method", "tasks"), [(m, 3 if m in ("etag", "ewc") else 2) for m in METHODS])
 def test_resume_after_first_task_matches_uninterrupted(method: str, tasks: int, run_root: Path) -> None:
-    full = _summary(_run(run_root, f"method={method}", f"max_tasks={tasks}", "seed=1"))
+    full_dir = _run(run_root, f"method={method}", f"max_tasks={tasks}", "seed=1")
+    full = _summary(full_dir)
     part_dir = _run(run_root, f"method={method}", "max_tasks=1", "seed=1")
     assert _summary(part_dir)["tasks_done"] == 1
     assert main(["cil", "run", "--resume", str(part_dir), f"max_tasks={tasks}"]) == 0
@@ -65,6 +66,32 @@ def test_resume_after_first_task_matches_uninterrupted(method: str, tasks: int, 
     assert resumed["class_order"] == full["class_order"]
     steps = [json.loads(x)["step"] for x in (part_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps)
+    _assert_same(_strategy_state(part_dir), _strategy_state(full_dir), "strategy")
+
+
+def _strategy_state(run_dir: Path) -> dict:
+    from continual.run import CHECKPOINT_FORMAT
+    from workbench.checkpoint import load_checkpoint
+
+    return load_checkpoint(run_dir / "checkpoints" / "last.pt", CHECKPOINT_FORMAT)["strategy"]
+
+
+def _assert_same(a, b, where: str) -> None:
+    """Everything the method checkpoints (weights, plugin state, classifier statistics) is bit-identical."""
+    import torch
+
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), where
+        for k in a:
+            _assert_same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
 
 
 def test_benchmark_brings_its_protocol_settings(run_root: Path, capsys) -> None:
