@@ -247,6 +247,9 @@ class Trainer:
         self.train_model = self._wrap(self.model)
         self.epoch = 0  # epochs completed
         self.batch_in_epoch = 0  # batches of the current epoch already trained (mid-epoch checkpoints)
+        # the running sums of an epoch interrupted mid-way (loss·n, correct, n; terms·n; seen; seconds), so that
+        # the resumed epoch logs the mean over all of its batches, not only those trained after the resume
+        self._epoch_partial: dict[str, Any] | None = None
         self.global_step = 0  # optimizer steps
         self.max_epochs = cfg.epochs
         self.should_stop = False
@@ -370,6 +373,7 @@ class Trainer:
             "global_step": self.global_step,
             "rng": rng_state(),
             "history": self.history,
+            "epoch_partial": self._epoch_partial if self.batch_in_epoch else None,
             "comm": None if self.comm is None else [self.comm.sent_bytes, self.comm.dense_bytes, self.comm.steps],
         }
 
@@ -397,6 +401,7 @@ class Trainer:
                 cb.load_state_dict(cb_state)
             self.epoch, self.batch_in_epoch = state["epoch"], state["batch_in_epoch"]
             self.global_step, self.history = state["global_step"], list(state["history"])
+            self._epoch_partial = state.get("epoch_partial")
             set_rng_state(state["rng"])
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
             raise WorkbenchError(
@@ -457,6 +462,12 @@ class Trainer:
         sums = torch.zeros(3, device=self.device)  # loss·n, correct, n
         term_sums: dict[str, torch.Tensor] = {}
         start, seen = time.perf_counter(), 0
+        partial = self._epoch_partial if self.batch_in_epoch else None
+        if partial is not None:  # resumed mid-epoch: continue the interrupted epoch's sums
+            sums += partial["sums"].to(self.device)
+            term_sums = {k: v.to(self.device) for k, v in partial["terms"].items()}
+            seen, start = partial["seen"], start - partial["seconds"]
+        self._epoch_partial = None
         self.optimizer.zero_grad(set_to_none=True)
         for inputs, targets in loader:
             inputs = _to_device(inputs, self.device, cfg.channels_last)
@@ -476,6 +487,12 @@ class Trainer:
                 bar.set_postfix(loss=f"{out.loss.item():.3f}")
             if self._interrupt.requested and self._at_step_boundary():
                 bar.close()
+                self._epoch_partial = {
+                    "sums": sums.detach().cpu(),
+                    "terms": {k: torch.as_tensor(v).detach().cpu() for k, v in term_sums.items()},
+                    "seen": seen,
+                    "seconds": time.perf_counter() - start,
+                }
                 self.save_checkpoint()
                 raise KeyboardInterrupt
         bar.close()

@@ -57,6 +57,37 @@ def test_resume_continues_exactly(tmp_path, toy_data):
     assert steps == sorted(steps) and steps[-1] == 16
 
 
+class InterruptAtStep(Callback):
+    """Requests a stop (as SIGTERM does) at optimizer step ``at``, in the middle of an epoch."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_step_end(self, trainer, step):
+        if step == self.at:
+            trainer._interrupt.requested = True
+
+
+def test_an_epoch_interrupted_mid_way_logs_the_mean_over_all_its_batches_after_resume(tmp_path, toy_data):
+    from workbench.tracking import read_metrics
+
+    def epoch_rows(run_dir):
+        return [m for m in read_metrics(run_dir) if "train/loss" in m]
+
+    Trainer(mlp(), cfg(), toy_data, toy_data, device=CPU, run=Run(tmp_path / "a", "t")).fit()
+    run_b = Run(tmp_path / "b", "t")
+    with pytest.raises(KeyboardInterrupt):  # step 3 of the 8 batches of epoch 1
+        Trainer(mlp(), cfg(), toy_data, toy_data, device=CPU, run=run_b, callbacks=[InterruptAtStep(3)]).fit()
+    resumed = Trainer(mlp(seed=5), cfg(), toy_data, toy_data, device=CPU, run=run_b, callbacks=[InterruptAtStep(-1)])
+    resumed.fit(resume=True)
+    want, got = epoch_rows(tmp_path / "a"), epoch_rows(run_b.dir)
+    assert len(got) == len(want) == 2
+    for w, g in zip(want, got):
+        assert g["step"] == w["step"]
+        assert g["train/loss"] == pytest.approx(w["train/loss"], rel=1e-6)
+        assert g["train/acc"] == pytest.approx(w["train/acc"], rel=1e-6)
+
+
 def test_a_second_phase_has_its_own_checkpoint_and_continues_the_curves(tmp_path, toy_data):
     from workbench.tracking import read_metrics
 
