@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from workbench.command import Command, CommandGroup
+from workbench.sweep import COMPARE_SWEEP_KEYS
 
 
 def _eval_raw(argv: list[str]) -> int:
@@ -37,11 +38,11 @@ GROUP = CommandGroup(
         ),
         Command(
             name="compare",
-            help="methods x seeds in one process, then a table and learning curves: workbench rl compare env=...",
+            help="games x methods x seeds through the core sweep, then tables and curves: workbench rl compare env=...",
             config="agents.config:CompareConfig",
             run="agents.compare:run",
             name_keys=("env", "algo"),
-            resume_keys=(),
+            resume_keys=COMPARE_SWEEP_KEYS,
         ),
     ],
     raw={"eval": _eval_raw},

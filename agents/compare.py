@@ -98,6 +98,7 @@ def run_grid(cfg: CompareConfig, run: Run) -> list[dict[str, Any]]:
     resumes interrupted ones). One sweep per game when the games need different presets."""
     from workbench.errors import WorkbenchError
     from workbench.sweep import run_sweep
+    from workbench.sweep.keys import sweep_options
 
     run.commit()  # the sub-runs are the sweep's: a resumed compare never rolls back runs it finished
     by_preset: dict[str, list[str]] = {}
@@ -107,7 +108,7 @@ def run_grid(cfg: CompareConfig, run: Run) -> list[dict[str, Any]]:
     for i, (preset, envs) in enumerate(by_preset.items()):
         one = dataclasses.replace(cfg, envs=envs, env=envs[0])
         where = run.dir if len(by_preset) == 1 else run.dir / f"sweep-{i}"
-        sweep = run_sweep(["rl", "train"], ["--preset", preset, *grid_args(one)], sweep_dir=where)
+        sweep = run_sweep(["rl", "train"], ["--preset", preset, *grid_args(one)], sweep_options(cfg), sweep_dir=where)
         if sweep.exit_code == 130:  # the sweep was interrupted: stop like any command (save, say how to resume)
             raise KeyboardInterrupt
         for e in sweep.runs:

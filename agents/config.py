@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from agents.registry import ALGORITHMS, METHODS
 from workbench.config import CommonConfig, opt
 from workbench.errors import WorkbenchError
+from workbench.sweep.keys import SweepKeys
 
 ALGOS = ALGORITHMS.names()
 SCHEDULES = ("constant", "linear")
@@ -162,8 +163,9 @@ class EvalConfig(CommonConfig):
 
 
 @dataclass
-class CompareConfig(CommonConfig):
-    """``workbench rl compare``: methods × seeds of one train config, run in this process, then one table."""
+class CompareConfig(SweepKeys, CommonConfig):
+    """``workbench rl compare``: games × methods × seeds of one train config through the core sweep, then the
+    tables."""
 
     env: str = opt("CartPole-v1", "env id of every run")
     algo: str = opt("ppo", "RL algorithm", ALGOS)
@@ -175,9 +177,7 @@ class CompareConfig(CommonConfig):
     overrides: list[str] = opt([], "extra train overrides, e.g. n_envs=4,eval_episodes=10")
     progress: bool = opt(False, "progress bar of each run")
     envs: list[str] = opt([], "several env ids (games), e.g. MinAtar/Breakout-v1,MinAtar/Asterix-v1 (default: env)")
-    score: str = opt(
-        "group_mean_return", "per-run score of the aggregate", ("group_mean_return", "group_best_return")
-    )
+    score: str = opt("group_mean_return", "per-run score of the aggregate", ("group_mean_return", "group_best_return"))
     references: list[str] = opt(
         [], "reference scores ENV=SCORE for normalisation (default: Atari human, else the best run of the compare)"
     )

@@ -1,6 +1,7 @@
 """``workbench compress ...`` commands (light module: heavy imports happen when a command runs)."""
 
 from workbench.command import Command, CommandGroup
+from workbench.sweep import COMPARE_SWEEP_KEYS
 
 # keys a --resume may change: extending fine-tuning or training, and how it is evaluated, logged and found
 _RUN_KEYS = ("eval_every", "eval_batch_size", "log_every", "data_root")
@@ -44,7 +45,7 @@ GROUP = CommandGroup(
             run="compression.compare:run",
             presets="presets",
             name_keys=("protocol",),
-            resume_keys=(),
+            resume_keys=COMPARE_SWEEP_KEYS,
         ),
     ],
 )

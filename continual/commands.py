@@ -1,6 +1,7 @@
 """``workbench cil ...`` commands (light module: Avalanche and torch load only when a command runs)."""
 
 from workbench.command import Command, CommandGroup
+from workbench.sweep import COMPARE_SWEEP_KEYS
 
 GROUP = CommandGroup(
     name="cil",
@@ -24,7 +25,7 @@ GROUP = CommandGroup(
             presets="presets",
             name_keys=("benchmark",),
             preset_key="benchmark",
-            resume_keys=(),
+            resume_keys=COMPARE_SWEEP_KEYS,
         ),
     ],
 )

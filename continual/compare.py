@@ -23,6 +23,7 @@ from workbench.io import atomic_write_text
 from workbench.report import format_mean_std, mean_std, to_csv, to_markdown
 from workbench.runs import Run, load_summary
 from workbench.sweep import run_sweep
+from workbench.sweep.keys import sweep_options
 
 METRICS = (
     ("last_acc", "last acc (%)"),
@@ -66,7 +67,7 @@ def grid_args(cfg: Any) -> list[str]:
 def run_grid(cfg: Any, run: Run) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
     """The runs' summaries per method (finished runs, in seed order) and the names of failed runs."""
     run.commit()  # the sub-runs are the sweep's: a resumed compare never rolls back runs it finished
-    sweep = run_sweep(["cil", "run"], grid_args(cfg), sweep_dir=run.dir)
+    sweep = run_sweep(["cil", "run"], grid_args(cfg), sweep_options(cfg), sweep_dir=run.dir)
     if sweep.exit_code == 130:  # the sweep was interrupted: stop like any command (save, say how to resume)
         raise KeyboardInterrupt
     summaries: dict[str, list[dict[str, Any]]] = {m: [] for m in cfg.methods}

@@ -15,6 +15,7 @@ from continual.registry import CIL_METHODS
 from workbench.config import CommonConfig, opt
 from workbench.errors import WorkbenchError, unknown
 from workbench.optim import OPTIMIZERS, SCHEDULES
+from workbench.sweep.keys import SweepKeys
 
 METHODS = CIL_METHODS.names()
 BENCHMARK_NAMES = tuple(PROTOCOLS)
@@ -100,7 +101,7 @@ def compare_default() -> list[str]:
 
 
 @dataclasses.dataclass
-class CompareConfig(CILConfig):
+class CompareConfig(SweepKeys, CILConfig):
     """``workbench cil compare`` keys: every ``cil run`` key, plus the methods and seeds to compare."""
 
     methods: list[str] = opt(compare_default(), "methods to compare", METHODS)

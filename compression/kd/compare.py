@@ -1,7 +1,9 @@
 """``workbench compress compare protocol=kd-fmnist|cifar100-kd``: the KD family against the student alone.
 
-Per seed: a teacher is trained with ``workbench train`` (or ``base_model=RUN_DIR`` is used for every seed),
-then every method runs as an in-process sub-run under ``<compare run>/runs/``. The table gives mean ± std
+The teachers are trained first with ``workbench train``, one core sweep over the seeds (or ``base_model=RUN_DIR``
+is used for every seed), then per seed one sweep of the methods with ``teacher=`` that seed's teacher
+(:func:`compression.compare.sweep_sub_runs`: each sub-run its own process, ``jobs=`` at once, all under
+``<compare run>/runs/``). The table gives mean ± std
 over seeds of the student's test accuracy (cohort methods: the members' mean; DDNN-EKD: one row per
 depth), MACs and parameters, with teacher and student-alone rows; ``plots/accuracy_vs_macs.png`` plots
 accuracy against MACs. Finished sub-runs are reused when the compare run is resumed.
@@ -14,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from compression import PRESETS_DIR
+from compression.compare import sweep_sub_runs
 from compression.kd.registry import KD_METHODS
-from workbench.config import resolve_config
 from workbench.errors import WorkbenchError
 from workbench.io import atomic_write_text
 from workbench.report import format_mean_std, mean_std, to_csv, to_markdown
-from workbench.runs import Run, create_run, finished_run, load_summary
+from workbench.runs import Run, load_summary
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,26 +58,18 @@ def _preset_values(preset: str) -> dict[str, Any]:
     return yaml.safe_load((PRESETS_DIR / f"{preset}.yaml").read_text()) or {}
 
 
-def _teacher(cfg: Any, protocol: Protocol, seed: int, root: Path) -> Path:
-    from workbench.commands.train import TrainCommandConfig
-    from workbench.commands.train import run as train_run
-
-    found = finished_run(root / "train" / "teacher", seed)
-    if found is not None:
-        return found
+def _teachers(cfg: Any, protocol: Protocol, run: Run) -> list[Path]:
+    """One teacher per seed: ``base_model`` for all, or a ``workbench train`` sub-run per seed (one core sweep
+    over the seeds) with the preset's data/loop keys, the protocol's teacher keys and matching overrides."""
+    if cfg.base_model:
+        return [Path(cfg.base_model)] * len(cfg.seeds)
     values = _preset_values(protocol.preset)
     base = [f"{k}={_fmt(v)}" for k, v in values.items() if k in TEACHER_KEYS]
     extra = [o for o in cfg.overrides if o.split("=", 1)[0] in TEACHER_KEYS]
-    tcfg = resolve_config(
-        TrainCommandConfig,
-        [*base, *protocol.teacher, *extra, f"seed={seed}", f"run_root={root}", f"device={cfg.device}"],
-    )
-    trun = create_run("train", tcfg, "teacher")
-    try:
-        train_run(tcfg, trun)
-    finally:
-        trun.close()
-    return trun.dir
+    seeds = ",".join(str(s) for s in cfg.seeds)
+    args = [*base, *protocol.teacher, *extra, f"seed={seeds}", f"device={cfg.device}"]
+    print(f"training the teachers (seeds {list(cfg.seeds)})", flush=True)
+    return [Path(e["run_dir"]) for e in sweep_sub_runs(cfg, run, "teachers", ["train"], args)]
 
 
 def _fmt(v: Any) -> str:
@@ -84,23 +78,27 @@ def _fmt(v: Any) -> str:
     return "null" if v is None else str(v)
 
 
-def _method_run(cfg: Any, protocol: Protocol, method: str, seed: int, teacher: Path | None, root: Path) -> dict:
-    from compression.kd.config import KDConfig
-    from compression.kd.run import run_kd
+def _method_groups(protocol: Protocol, methods: list[str]) -> list[tuple[tuple[str, ...], list[str]]]:
+    """The methods as sweeps of one seed: those with the same protocol overrides share a sweep (in order)."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for m in methods:
+        groups.setdefault(tuple(protocol.method_overrides.get(m, ())), []).append(m)
+    return list(groups.items())
 
-    found = finished_run(root / "compress" / method, seed)
-    if found is not None:
-        return load_summary(found) or {}
-    overrides = [f"method={method}", f"seed={seed}", f"run_root={root}", f"device={cfg.device}"]
-    if teacher is not None:
-        overrides.append(f"teacher={teacher}")
-    overrides += [*protocol.method_overrides.get(method, ()), *cfg.overrides]
-    kcfg = resolve_config(KDConfig, overrides, preset=protocol.preset, presets_dir=PRESETS_DIR)
-    krun = create_run("compress", kcfg, method)
-    try:
-        return run_kd(kcfg, krun)
-    finally:
-        krun.close()
+
+def _method_runs(cfg: Any, protocol: Protocol, methods: list[str], seed: int, teacher: Path | None, run: Run):
+    """Every method of one seed as ``workbench compress kd`` runs of the core sweep: ``{method: run dir}``."""
+    out: dict[str, Path] = {}
+    for i, (extra, members) in enumerate(_method_groups(protocol, methods)):
+        args = [f"method={','.join(members)}", f"seed={seed}", f"device={cfg.device}"]
+        if teacher is not None:
+            args.append(f"teacher={teacher}")
+        args += [*extra, *cfg.overrides]
+        print(f"[compare] seed {seed}: {', '.join(members)}", flush=True)
+        name = f"seed-{seed}" + (f"_{i}" if i else "")
+        entries = sweep_sub_runs(cfg, run, name, ["compress", "kd"], args, preset=protocol.preset)
+        out.update({m: Path(e["run_dir"]) for m, e in zip(members, entries, strict=True)})
+    return out
 
 
 def _rows(results: dict[str, list[dict]], teachers: list[dict]) -> list[dict[str, Any]]:
@@ -166,7 +164,6 @@ def run_compare(cfg: Any, run: Run) -> dict:
         raise WorkbenchError(f"unknown method '{bad[0]}' for protocol {cfg.protocol}; valid: {', '.join(all_methods)}")
     if not cfg.seeds:
         raise WorkbenchError("seeds must name at least one seed, e.g. seeds=0,1,2")
-    root = run.dir / "runs"
     needs_teacher = any(m in _teacher_methods() for m in methods)
     if cfg.base_model:
         from workbench.trained import train_run_model_file
@@ -174,14 +171,12 @@ def run_compare(cfg: Any, run: Run) -> dict:
         train_run_model_file(cfg.base_model, "teacher")
     results: dict[str, list[dict]] = {m: [] for m in methods}
     teachers: dict[str, dict] = {}  # one entry per distinct teacher run (base_model: one for every seed)
-    for seed in cfg.seeds:
-        teacher: Path | None = None
-        if needs_teacher:
-            teacher = Path(cfg.base_model) if cfg.base_model else _teacher(cfg, protocol, seed, root)
+    teacher_dirs = _teachers(cfg, protocol, run) if needs_teacher else [None] * len(cfg.seeds)
+    for seed, teacher in zip(cfg.seeds, teacher_dirs, strict=True):
+        if teacher is not None:
             teachers[str(teacher)] = load_summary(teacher) or {}
-        for method in methods:
-            print(f"[compare] seed {seed}: {method}", flush=True)
-            results[method].append(_method_run(cfg, protocol, method, seed, teacher, root))
+        for method, sub_dir in _method_runs(cfg, protocol, methods, seed, teacher, run).items():
+            results[method].append(load_summary(sub_dir) or {})
     rows = _rows(results, [t for t in teachers.values() if "test_acc" in t])
     header, cells = _table(rows)
     md = to_markdown(header, cells)

@@ -8,9 +8,10 @@
   ``@internal``); ``overrides=round_to=8`` rounds the channels of every row;
 - ``sglp-cifar10``: the paper protocol (CIFAR-10 resnet56, ~52 % fewer MACs; needs the data and a GPU).
 
-Per seed: the base model (``base_model=RUN_DIR``, or one ``workbench train`` sub-run per seed), then one
-sub-run per method, all in-process under ``<compare run>/runs``; a resumed compare (``--resume DIR``)
-reuses every finished sub-run whose config and seed match. Settings: the base training takes the
+The base models (``base_model=RUN_DIR``, or one ``workbench train`` sub-run per seed, one core sweep over the
+seeds), then per seed one sweep of the rows (filter pruning: one per scope), all under ``<compare run>/runs/``
+(:func:`compression.compare.sweep_sub_runs`: each sub-run its own process, ``jobs=`` at once); a resumed
+compare (``--resume DIR``) reuses every finished sub-run. Settings: the base training takes the
 protocol's ``train`` list, the compression sub-runs its preset (``compression/presets/<preset>.yaml``,
 the file ``--preset`` reads), then ``overrides``: ``train.KEY=V`` goes to the base training,
 ``sglp.KEY=V`` / ``prune.KEY=V`` to the compression sub-runs, a plain ``KEY=V`` to every sub-run whose
@@ -25,11 +26,11 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from compression import PRESETS_DIR
+from compression.compare import sweep_sub_runs
 from compression.pruning import FILTER_METHODS, SGLP_RULES
 from workbench.errors import WorkbenchError
 from workbench.prune.channels import SCOPES
-from workbench.runs import Run
+from workbench.runs import Run, load_config_dict, load_summary
 
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "sglp-fmnist": {
@@ -105,21 +106,30 @@ def route_overrides(overrides: list[str], schemas: dict[str, type], skip: dict[s
     return routed
 
 
-def _sub_run(group: str, cfg: Any, name: str, fn, root: Path) -> tuple[dict, Path]:
-    """Run one sub-run, or reuse a finished one with the same config and seed (a resumed compare)."""
-    from workbench.runs import create_run, finished_run, load_summary
+def _base_models(cfg: Any, run: Run, train_args: list[str]) -> list[Path]:
+    """The base model of every seed: ``base_model`` for all, or one ``workbench train`` sub-run per seed (one
+    sweep over the seeds)."""
+    if cfg.base_model:
+        return [Path(cfg.base_model)] * len(cfg.seeds)
+    print(f"training the base models (seeds {list(cfg.seeds)})")
+    seeds = ",".join(str(s) for s in cfg.seeds)
+    entries = sweep_sub_runs(cfg, run, "base", ["train"], [*train_args, f"device={cfg.device}", f"seed={seeds}"])
+    return [Path(e["run_dir"]) for e in entries]
 
-    cfg.run_root = str(root)
-    found = finished_run(root / group / name, cfg.seed, cfg)
-    if found is not None:
-        print(f"reusing {found}")
-        return load_summary(found) or {}, found
-    sub = create_run(group, cfg, name)
-    try:
-        summary = fn(cfg, sub)
-    finally:
-        sub.close()
-    return summary, sub.dir
+
+def _row_groups(family: str, methods: list[str]) -> list[tuple[str, list[str], list[str]]]:
+    """The rows as sweeps of one seed: ``(name, grid args, rows in grid order)``; SGLP: one sweep over the
+    baselines; filter pruning: one sweep over the methods of each scope."""
+    if family == "sglp":
+        return [("", [f"baseline={','.join(methods)}"], list(methods))]
+    by_scope: dict[str, list[str]] = {}
+    for row in methods:
+        name, scope = split_row(row)
+        by_scope.setdefault(scope, []).append(name)
+    return [
+        (scope, [f"method={','.join(names)}", f"scope={scope}"], [f"{n}@{scope}" for n in names])
+        for scope, names in by_scope.items()
+    ]
 
 
 def joint_speedups(
@@ -144,9 +154,7 @@ def joint_speedups(
 def run_compare(cfg, run: Run) -> dict:
     """Run the protocol's methods over ``cfg.seeds`` and write the table, the plot and the goal checks."""
     from compression.pruning.config import PruneConfig, SGLPConfig
-    from compression.pruning.run import run_prune, run_sglp
     from workbench.commands.train import TrainCommandConfig
-    from workbench.commands.train import run as run_train
     from workbench.config import resolve_config
 
     proto = PROTOCOLS[cfg.protocol]
@@ -160,37 +168,28 @@ def run_compare(cfg, run: Run) -> dict:
             raise WorkbenchError(
                 f"method '{bad[0]}' is not part of {cfg.protocol}; valid: {', '.join(proto['methods'])}"
             )
-    schema, fn = (SGLPConfig, run_sglp) if family == "sglp" else (PruneConfig, run_prune)
+    schema = SGLPConfig if family == "sglp" else PruneConfig
     routed = route_overrides(list(cfg.overrides), {"train": TrainCommandConfig, family: schema}, {"sglp": {"epochs"}})
     # check every sub-config before any training starts (the model key is filled in per seed)
     resolve_config(TrainCommandConfig, proto["train"] + routed["train"])
-    root = run.dir / "runs"
     rows: dict[str, list[dict]] = {"unpruned": []}
     rows.update({m: [] for m in methods})
     base_epoch_s: list[float] = []
-    for seed in cfg.seeds:
+    for seed, base_dir in zip(cfg.seeds, _base_models(cfg, run, proto["train"] + routed["train"]), strict=True):
         outputs: dict[str, Path] = {}
-        common = [f"seed={seed}", f"device={cfg.device}"]
-        if cfg.base_model:
-            base_dir = Path(cfg.base_model)
-        else:
-            tcfg = resolve_config(TrainCommandConfig, proto["train"] + routed["train"] + common)
-            print(f"[seed {seed}] training the base model ({tcfg.model} on {tcfg.dataset}, {tcfg.epochs} epochs)")
-            _, base_dir = _sub_run("train", tcfg, f"base_{tcfg.model}", run_train, root)
+        for group, row_args, members in _row_groups(family, methods):
+            args = [*routed[family], f"seed={seed}", f"device={cfg.device}", f"model={base_dir}", *row_args]
+            print(f"[seed {seed}] {family} {', '.join(members)}")
+            name = f"seed-{seed}_{family}" + (f"_{group}" if group else "")
+            entries = sweep_sub_runs(cfg, run, name, ["compress", family], args, preset=proto["preset"])
+            for method, entry in zip(members, entries, strict=True):
+                outputs[method] = Path(entry["run_dir"])
         for method in methods:
-            if family == "sglp":
-                row_args = [f"baseline={method}"]
-            else:
-                name, scope = split_row(method)
-                row_args = [f"method={name}", f"scope={scope}"]
-            args = routed[family] + common + [f"model={base_dir}", *row_args]
-            ccfg = resolve_config(schema, args, preset=proto["preset"], presets_dir=PRESETS_DIR)
-            print(f"[seed {seed}] {family} {method}")
-            summary, sub_dir = _sub_run("compress", ccfg, f"{family}_{method.replace('@', '-')}", fn, root)
-            rows[method].append(summary)
-            outputs[method] = sub_dir
+            rows[method].append(load_summary(outputs[method]) or {})
+        summary = rows[methods[-1]][-1]
         if family == "prune":
-            joint_speedups(base_dir, outputs, rows, ccfg.speed_batch, ccfg.speed_repeats)
+            sub_cfg = load_config_dict(outputs[methods[-1]])
+            joint_speedups(base_dir, outputs, rows, sub_cfg["speed_batch"], sub_cfg["speed_repeats"])
         unpruned = {"test_acc": summary["acc_before"], "macs_ratio": 1.0, "params_after": summary["params_before"]}
         if summary.get("val_acc_before") is not None:
             unpruned["val_acc"] = summary["val_acc_before"]

@@ -108,6 +108,30 @@ def test_compare_writes_table_and_plot(cli, run_root):
     assert len(list((compare_dir / "runs").rglob("summary.json"))) == 4
 
 
+def test_compare_honours_jobs_and_a_resume_may_change_the_sweep_keys(cli, run_root):
+    """jobs=1 reaches the compare's sweep (sweep.yaml and the driver's line); --resume with jobs=2 retries=0
+    is accepted (resume-safe keys), recorded, and re-runs nothing that had finished."""
+    import yaml
+
+    tiny = "overrides=n_envs=2,ppo.n_steps=32,ppo.batch_size=32,ppo.n_epochs=1,eval_episodes=1,eval_envs=1,log_every=32"
+    common = ["methods=independent", "seeds=0", "students=1", "total_steps=64", f"run_root={run_root}", tiny]
+    res = cli("rl", "compare", *common, "jobs=1", "launcher=local")
+    assert res.returncode == 0, res.stderr
+    compare_dir = next(run_root.glob("rl/*/*/report.md")).parent
+    options = yaml.safe_load((compare_dir / "sweep.yaml").read_text())["options"]
+    assert (options["launcher"], options["jobs"], options["retries"]) == ("local", 1, 1)
+    assert "jobs=1," in res.stdout
+    first = sorted((compare_dir / "runs").rglob("summary.json"))
+    assert len(first) == 1
+    stamp = first[0].stat().st_mtime_ns
+    res = cli("rl", "compare", "--resume", str(compare_dir), "jobs=2", "retries=0")
+    assert res.returncode == 0, res.stderr
+    options = yaml.safe_load((compare_dir / "sweep.yaml").read_text())["options"]
+    assert (options["jobs"], options["retries"]) == (2, 0)
+    assert sorted((compare_dir / "runs").rglob("summary.json")) == first
+    assert first[0].stat().st_mtime_ns == stamp
+
+
 def test_both_atari_backends_give_uint8_4x84x84_stacks_and_full_game_episodes():
     spec = parse_env_id("ALE/Pong-v5")
     for backend in ("ale", "sb3"):

@@ -44,3 +44,39 @@ def test_rows_hold_teacher_student_alone_cohort_and_every_depth():
     assert by_method["teacher (small_cnn)"]["Δ vs student alone"] == ""
     assert by_method["mcl"]["test acc (%)"] == "52.00 ± 1.41"
     assert "ensemble 56.00 ± 1.41" in by_method["mcl"]["notes"]
+
+
+def test_compare_runs_teachers_then_methods_through_the_sweep_and_a_resume_reuses_them(cli, tmp_path):
+    """Teachers first (one sweep over the seeds), then per seed the methods with ``teacher=`` that seed's
+    teacher; jobs=1 reaches every sweep; a resumed compare (with another jobs=) re-runs nothing."""
+    from pathlib import Path
+
+    import yaml
+
+    root = tmp_path / "runs"
+    tiny = "overrides=dataset=digits,epochs=1,subset=60,test_subset=30,batch_size=30,progress=false"
+    res = cli(
+        "compress", "compare", "protocol=kd-fmnist", "methods=student,kd", "seeds=0,1", "jobs=1", tiny,
+        f"run_root={root}",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    (out,) = (p.parent for p in root.glob("compress/kd-fmnist/*/report.md"))
+    report = (out / "report.md").read_text()
+    assert "| teacher (small_cnn) | 2 |" in report and "| kd | 2 |" in report and "| student alone | 2 |" in report
+    sweeps = sorted(p.parent.name for p in (out / "runs").glob("*/sweep.yaml"))
+    assert sweeps == ["seed-0", "seed-1", "teachers"]
+    for name in sweeps:
+        assert yaml.safe_load((out / "runs" / name / "sweep.yaml").read_text())["options"]["jobs"] == 1
+    teachers = {p.parent for p in (out / "runs" / "teachers").rglob("summary.json")}
+    assert len(teachers) == 2
+    for seed in (0, 1):
+        (kd,) = [p.parent for p in (out / "runs" / f"seed-{seed}").rglob("*method-kd/*/summary.json")]
+        cfg = yaml.safe_load((kd / "config.yaml").read_text())
+        teacher = Path(cfg["teacher"])
+        assert cfg["seed"] == seed and teacher in teachers
+        assert yaml.safe_load((teacher / "config.yaml").read_text())["seed"] == seed
+    subs = sorted((out / "runs").rglob("summary.json"))
+    res = cli("compress", "compare", "--resume", str(out), "jobs=2")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("reusing") == 6
+    assert sorted((out / "runs").rglob("summary.json")) == subs

@@ -101,3 +101,15 @@ def test_benchmark_brings_its_protocol_settings(run_root: Path, capsys) -> None:
     assert (cfg["optimizer"], cfg["batch_size"], cfg["model"]) == ("adam", 32, "mlp")
     assert cfg["lr"] == 0.005 and cfg["epochs"] == 1
     assert "preset: split-digits-5" in capsys.readouterr().out
+
+
+def test_compare_honours_jobs(run_root: Path, capsys) -> None:
+    """jobs=1 reaches the compare's sweep: sweep.yaml records it and the driver runs one run at a time."""
+    tiny = list(CIL_METHODS["naive"].tiny_overrides)
+    args = [*FAST, *tiny, "max_tasks=1", "methods=naive", "seeds=0", f"run_root={run_root}"]
+    assert main(["cil", "compare", *args, "jobs=1", "launcher=local", "retries=0"]) == 0
+    assert "jobs=1," in capsys.readouterr().out
+    compare_dir = next(run_root.glob("cil/*/*/table.md")).parent
+    options = yaml.safe_load((compare_dir / "sweep.yaml").read_text())["options"]
+    assert (options["launcher"], options["jobs"], options["retries"]) == ("local", 1, 0)
+    assert len(list((compare_dir / "runs").rglob("summary.json"))) == 1

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SweepResult", "main", "run_sweep"]
+__all__ = ["COMPARE_SWEEP_KEYS", "SweepResult", "main", "run_sweep"]
+
+# the sweep keys of every compare (workbench.sweep.keys.SweepKeys), resume-safe: how sub-runs run, not what
+COMPARE_SWEEP_KEYS = ("launcher", "jobs", "retries")
 
 
 @dataclass
