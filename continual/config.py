@@ -37,7 +37,9 @@ class CILBase(CommonConfig):
         0.0, "evaluate on this fraction of the training images (per class) instead of the test set", ge=0, lt=1
     )
     augment: bool = opt(False, "random crop (+ flip where the dataset uses it) on training images")
-    class_order: list[int] = opt([], "class order; empty = a permutation drawn from the seed (written back)")
+    class_order: list[int] = opt(
+        [], "class order; empty = a permutation drawn from the seed (written back)", drawn=True
+    )
     task_sizes: list[int] = opt(
         [], "classes per task instead of the protocol's, e.g. 4,2,2,2 (sum = the classes)", ge=1
     )

@@ -76,7 +76,8 @@ def summary_of(cfg: Any, stream: Any, rows: list, seconds: list, extra: dict) ->
         "class_order": stream.class_order,
         "task_classes": stream.task_classes,
         "tasks_done": len(rows),
-        "complete": len(rows) == stream.num_tasks,
+        # the run did what its config asked (max_tasks may stop it early): a sweep resumes only runs that did not
+        "complete": len(rows) == (min(stream.num_tasks, cfg.max_tasks) if cfg.max_tasks else stream.num_tasks),
         "num_tasks": stream.num_tasks,
         "acc_matrix": rows,
         "test_sizes": sizes,
@@ -254,6 +255,11 @@ def run(cfg: Any, run: Run) -> dict[str, Any]:
     finally:
         if s.tb is not None:
             s.tb.writer.close()
+    if not summary:  # resumed after its last task: nothing to train, the summary on disk stands
+        from workbench.runs import load_summary
+
+        print(f"all {last_task} tasks were already done; nothing to resume", flush=True)
+        return load_summary(run.dir) or {}
     if run.is_main:
         write_plots(run, cfg, summary)
     return summary

@@ -37,6 +37,7 @@ def opt(
     nonempty: bool | None = None,
     requires: dict[str, Sequence[Any]] | None = None,
     excludes: Sequence[str] = (),
+    drawn: bool = False,
 ) -> Any:
     """A config field with a default, a help text, optional valid choices and declared constraints.
 
@@ -48,6 +49,9 @@ def opt(
     - ``requires={"optimizer": ("sgd",)}``: a value other than the default needs those values of the other
       keys (dotted from the root, or siblings of a nested key);
     - ``excludes=("model",)``: this key and those keys cannot both differ from their defaults.
+
+    ``drawn=True``: left at its (empty) default, the run draws the value from its seed and writes it back into
+    its ``config.yaml`` (a class order); a finished run then still answers a request that left it empty.
     """
     meta = {
         "help": help,
@@ -57,6 +61,7 @@ def opt(
         "nonempty": bool(default) if nonempty is None and isinstance(default, list) else bool(nonempty),
         "requires": {k: tuple(v) for k, v in (requires or {}).items()},
         "excludes": tuple(excludes),
+        "drawn": drawn,
     }
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)

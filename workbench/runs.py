@@ -12,6 +12,7 @@ the directory byte for byte as it was.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import os
@@ -287,22 +288,32 @@ def load_config_dict(run_dir: str | Path) -> dict:
 BOOKKEEPING_KEYS = frozenset({"name", "run_root", "device", "progress", "num_workers"})
 
 
+def same_config(run_dir: str | Path, cfg: Any) -> bool:
+    """The run's saved config equals ``cfg`` up to the bookkeeping keys (name, run_root, device, progress,
+    num_workers) and the keys the run drew itself where ``cfg`` left them empty (``opt(..., drawn=True)``)."""
+    want = {k: v for k, v in to_dict(cfg).items() if k not in BOOKKEEPING_KEYS}
+    saved = {k: v for k, v in load_config_dict(run_dir).items() if k not in BOOKKEEPING_KEYS}
+    if dataclasses.is_dataclass(cfg):
+        for f in dataclasses.fields(cfg):
+            if f.metadata.get("drawn") and not want.get(f.name):
+                want.pop(f.name, None)
+                saved.pop(f.name, None)
+    return saved == want
+
+
 def finished_run(folder: str | Path, seed: int, cfg: Any | None = None) -> Path | None:
     """A finished run (it has ``summary.json``) of ``seed`` under ``folder``, for a resumed comparison to reuse.
 
-    With ``cfg``, only a run whose saved config equals ``cfg`` up to the bookkeeping keys (name,
-    run_root, device, progress, num_workers) counts, so changed settings are never answered by an old run.
+    With ``cfg``, only a run whose saved config matches ``cfg`` (:func:`same_config`) counts, so changed
+    settings are never answered by an old run.
     """
     folder = Path(folder)
-    want = None if cfg is None else {k: v for k, v in to_dict(cfg).items() if k not in BOOKKEEPING_KEYS}
     for d in sorted(folder.glob("*")) if folder.is_dir() else []:
         summary = load_summary(d)
         if summary is None or summary.get("seed") != seed:
             continue
-        if want is not None:
-            saved = {k: v for k, v in load_config_dict(d).items() if k not in BOOKKEEPING_KEYS}
-            if saved != want:
-                continue
+        if cfg is not None and not same_config(d, cfg):
+            continue
         return d
     return None
 

@@ -112,4 +112,18 @@ def test_compare_honours_jobs(run_root: Path, capsys) -> None:
     compare_dir = next(run_root.glob("cil/*/*/table.md")).parent
     options = yaml.safe_load((compare_dir / "sweep.yaml").read_text())["options"]
     assert (options["launcher"], options["jobs"], options["retries"]) == ("local", 1, 0)
-    assert len(list((compare_dir / "runs").rglob("summary.json"))) == 1
+    (summary,) = (compare_dir / "runs").rglob("summary.json")
+    mtime = summary.stat().st_mtime_ns
+    # a resumed compare reuses the finished run although its config holds the class order it drew
+    assert main(["cil", "compare", "--resume", str(compare_dir), "jobs=2"]) == 0
+    assert list((compare_dir / "runs").rglob("summary.json")) == [summary]
+    assert summary.stat().st_mtime_ns == mtime
+
+
+def test_resume_of_a_finished_run_changes_nothing(run_root: Path, capsys) -> None:
+    run_dir = _run(run_root, "method=naive", "max_tasks=1")
+    before = (run_dir / "summary.json").read_text()
+    assert _summary(run_dir)["complete"] is True  # it did what max_tasks asked
+    assert main(["cil", "run", "--resume", str(run_dir)]) == 0
+    assert "nothing to resume" in capsys.readouterr().out
+    assert (run_dir / "summary.json").read_text() == before

@@ -133,7 +133,9 @@ def validate_points(cmd: Command, spec: GridSpec, run_root: Path) -> list[Any]:
     for p in spec.points():
         overrides = [*p.overrides, f"run_root={run_root}", f"name={p.name}"]
         try:
-            configs.append(resolve_config(schema, overrides, spec.preset or cmd.default_preset, cmd.presets_dir()))
+            # the preset the command itself would apply (``cil run benchmark=X`` brings preset X)
+            preset = spec.preset or cmd.keyed_preset(overrides) or cmd.default_preset
+            configs.append(resolve_config(schema, overrides, preset, cmd.presets_dir()))
         except WorkbenchError as exc:
             where = f" (run {p.index}: {', '.join(f'{k}={v}' for k, v in p.values.items())})" if p.values else ""
             raise WorkbenchError(f"{exc}{where}") from None

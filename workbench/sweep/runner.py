@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.config import to_dict
-from workbench.runs import BOOKKEEPING_KEYS, CONFIG_FILE, finished_run, load_config_dict, load_summary
+from workbench.runs import CONFIG_FILE, finished_run, load_summary, same_config
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 WARM_MODULES = ("torch", "torchvision", "workbench.plots", "torch.utils.tensorboard", "sklearn.datasets")
@@ -89,11 +88,8 @@ def finished_dir(folder: str | Path, seed: int, cfg: Any = None) -> Path | None:
     done = finished_run(folder, seed, cfg)
     if done is not None and _complete(done):
         return done
-    want = None if cfg is None else {k: v for k, v in to_dict(cfg).items() if k not in BOOKKEEPING_KEYS}
     for d in reversed(run_dirs(folder)):
-        if not _complete(d):
-            continue
-        if want is None or {k: v for k, v in load_config_dict(d).items() if k not in BOOKKEEPING_KEYS} == want:
+        if _complete(d) and (cfg is None or same_config(d, cfg)):
             return d
     return None
 
