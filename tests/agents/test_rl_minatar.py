@@ -106,8 +106,15 @@ def test_minatar_groups_train_end_to_end(preset, run_root):
         "minatar-dqn": ["total_steps=96", "dqn.learning_starts=32", "dqn.buffer_size=200", "dqn.batch_size=8"],
     }[preset]
     cfg = _cfg(
-        "env=MinAtar/SpaceInvaders-v1", "students=2", *tiny, "eval_episodes=1", "eval_envs=1",
-        "eval_max_steps=30", "progress=false", f"run_root={run_root}", preset=preset,
+        "env=MinAtar/SpaceInvaders-v1",
+        "students=2",
+        *tiny,
+        "eval_episodes=1",
+        "eval_envs=1",
+        "eval_max_steps=30",
+        "progress=false",
+        f"run_root={run_root}",
+        preset=preset,
     )
     runner = GroupRunner(cfg, None)
     summary = runner.train()
@@ -154,8 +161,16 @@ def test_minatar_run_evaluates_and_draws_a_gif(run_root):
     from workbench.runs import create_run
 
     cfg = _cfg(
-        "env=MinAtar/Asterix-v1", "students=2", "n_envs=2", "ppo.n_steps=16", "ppo.batch_size=32",
-        "total_steps=64", "eval_episodes=1", "eval_envs=1", "eval_max_steps=30", "progress=false",
+        "env=MinAtar/Asterix-v1",
+        "students=2",
+        "n_envs=2",
+        "ppo.n_steps=16",
+        "ppo.batch_size=32",
+        "total_steps=64",
+        "eval_episodes=1",
+        "eval_envs=1",
+        "eval_max_steps=30",
+        "progress=false",
         f"run_root={run_root}",
     )
     run = create_run("rl", cfg, "gif")
