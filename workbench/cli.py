@@ -153,7 +153,7 @@ def run_command(cmd: Command, argv: list[str], prog: str, group: str) -> int:
     if run is not None and run.is_main:
         print(f"run directory: {run.dir}", flush=True)
     try:
-        with _sigterm_interrupts():
+        with signals_interrupt():
             fn(cfg, run)
     except KeyboardInterrupt:
         if run is not None:
@@ -229,7 +229,7 @@ def _check_resume_changes(cmd: Command, prog: str, saved: Any, new: Any) -> None
 
 
 @contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
+def signals_interrupt() -> Iterator[None]:
     """SIGTERM (a scheduler or ``kill``) and SIGINT stop a command like Ctrl-C: the run saves and says how to
     resume. SIGINT is handled explicitly because a shell starts background jobs with SIGINT ignored, so a
     script's ``kill -INT`` would otherwise do nothing."""

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -389,24 +387,6 @@ def reopen(path: Path, sweep_keys: list[str]) -> Sweep:
     return sweep
 
 
-@contextlib.contextmanager
-def _signals_interrupt() -> Iterator[None]:
-    """SIGTERM/SIGINT to the driver stop the sweep like Ctrl-C (its runs are told to save first)."""
-
-    def handler(signum, frame) -> None:
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 def execute(sweep: Sweep) -> int:
     """Run what is not finished, then the report; the exit status says whether every run finished."""
     from workbench.sweep.launchers import LAUNCHERS
@@ -419,7 +399,9 @@ def execute(sweep: Sweep) -> int:
     progress = Progress(sweep)
     launcher = LAUNCHERS.get(sweep.options.launcher)(sweep, progress)
     try:
-        with _signals_interrupt():
+        from workbench.cli import signals_interrupt
+
+        with signals_interrupt():
             launcher.run()
     except KeyboardInterrupt:
         sweep.write_status()
