@@ -159,6 +159,19 @@ class MixSKDObjective(Objective):
         st = self.self_teacher(feats)
         st_ce = F.cross_entropy(st[:n], targets) + mixup_cross_entropy(st[n:], targets, lam, perm)
         st_kd = kd_loss(logits, st.detach(), self.T)
+        return self._output(logits[:n], lam, ce, logit_kd, feature, st_ce, st_kd)
+
+    def _output(
+        self,
+        logits: torch.Tensor,
+        lam: float,
+        ce: torch.Tensor,
+        logit_kd: torch.Tensor,
+        feature: torch.Tensor,
+        st_ce: torch.Tensor,
+        st_kd: torch.Tensor,
+    ) -> ObjectiveOutput:
+        """Both recipes' total, CE + w_logit·logit KD + w_feat·feature + w_self·(self-teacher CE + KD), and terms."""
         loss = ce + self.w_logit * logit_kd + self.w_feat * feature + self.w_self * (st_ce + st_kd)
         terms = {
             "ce": ce.detach(),
@@ -168,7 +181,7 @@ class MixSKDObjective(Objective):
             "self_teacher_kd": st_kd.detach(),
             "lam": logits.new_tensor(lam),
         }
-        return ObjectiveOutput(loss, logits[:n], terms)
+        return ObjectiveOutput(loss, logits, terms)
 
     def _released(
         self, model: nn.Module, both: torch.Tensor, targets: torch.Tensor, lam: float, perm: torch.Tensor
@@ -189,16 +202,7 @@ class MixSKDObjective(Objective):
         st_kd = kd_loss(interpolate(logits[:n], lam, perm), st_mix.detach(), self.T) + kd_loss(
             logits[n:], st_int.detach(), self.T
         )
-        loss = ce + self.w_logit * logit_kd + self.w_feat * feature + self.w_self * (st_ce + st_kd)
-        terms = {
-            "ce": ce.detach(),
-            "logit_kd": logit_kd.detach(),
-            "feature": feature.detach(),
-            "self_teacher_ce": st_ce.detach(),
-            "self_teacher_kd": st_kd.detach(),
-            "lam": logits.new_tensor(lam),
-        }
-        return ObjectiveOutput(loss, logits[:n], terms)
+        return self._output(logits[:n], lam, ce, logit_kd, feature, st_ce, st_kd)
 
 
 class MixSKD(KDMethod):
