@@ -84,7 +84,7 @@ def fit_projector(
             proj.weight.copy_(sol[:dim].T)
             if bias:
                 proj.bias.copy_(sol[dim])
-        return proj
+        return proj.requires_grad_(False)
     if solver != "adam":
         raise ValueError(f"unknown projector solver {solver!r}; valid: adam, lstsq")
     opt_ = torch.optim.Adam(proj.parameters(), lr=lr)
