@@ -32,6 +32,7 @@ CIL_METHODS: Registry[Any] = Registry(
         "continual.fecam",
         "continual.fetril",
         "continual.acil",
+        "continual.ldc",
     ],
 )
 
