@@ -371,6 +371,12 @@ class GHFPKeys(MaskKeys):
 class CPMCKeys:
     cpmc_combine: str = opt("product", "CPMC: product of the normalised criteria, or weighted sum", ("product", "sum"))
     cpmc_weights: list[float] = opt([1.0, 1.0, 1.0], "CPMC weights of weight, MACs and params (combine=sum)")
+    cpmc_group_norm: str = opt(
+        "per_layer",
+        "CPMC at scope=all: a coupled group's weight, MACs and params criteria per member conv (per_layer) or "
+        "summed over the group (total; the paper's, which met single layers only); equal at scope=internal",
+        ("per_layer", "total"),
+    )
 
 
 @dataclass
@@ -636,8 +642,10 @@ class CPMC(OneShotMethod):
         round_to: int = 1,
     ) -> tuple[Callable[[float], Plan], list[float]]:
         weights = tuple(options.cpmc_weights)
-        # the weight criterion is taken over the head's whole dependency group, so coupled members come with it
-        scores = cpmc_importance(model, example_input(model, shape), layers, options.cpmc_combine, weights)
+        # the criteria are taken over the head's whole dependency group (per member conv with group_norm=per_layer)
+        scores = cpmc_importance(
+            model, example_input(model, shape), layers, options.cpmc_combine, weights, options.cpmc_group_norm
+        )
         total = sum(s.numel() for s in scores.values())
         knobs = [(j + 0.5) / total for j in range(total)]  # int(ratio · total) = j exactly
         return (lambda ratio: round_plan(plan_from_scores(scores, ratio, scope="global"), scores, round_to)), knobs

@@ -29,7 +29,15 @@ from workbench.prune.channels import (
     rounded_count,
 )
 from workbench.prune.cka import CKAAccumulator, biased_cka_matrix, cka_matrix, linear_cka, naive_cka_matrix
-from workbench.prune.criteria import cpmc_importance, group_scores, l1_norm, l2_norm, pfgdf_mask, pfgdf_scores
+from workbench.prune.criteria import (
+    cpmc_criteria,
+    cpmc_importance,
+    group_scores,
+    l1_norm,
+    l2_norm,
+    pfgdf_mask,
+    pfgdf_scores,
+)
 from workbench.prune.importance import gradient_norm, unit_gradient_norms
 from workbench.prune.masks import (
     AsymptoticSofterFilterPruning,
@@ -64,6 +72,7 @@ __all__ = [
     "check_groups",
     "choose_num_segments",
     "cka_matrix",
+    "cpmc_criteria",
     "cpmc_importance",
     "dependency_graph",
     "fisher_segmentation",

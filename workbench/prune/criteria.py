@@ -25,7 +25,7 @@ from torch.nn.modules.conv import _ConvNd
 from workbench.errors import WorkbenchError, unknown
 from workbench.flops import count_macs, count_params
 from workbench.models.features import get_module, unwrap
-from workbench.prune.channels import channel_group, dependency_graph, prune_channels
+from workbench.prune.channels import channel_group, coupled_layers, dependency_graph, prune_channels
 
 Criterion = Callable[[nn.Module], Tensor]
 
@@ -98,32 +98,28 @@ def _per_channel_cost(model: nn.Module, example_input: Tensor, path: str, base: 
     return base[0] - count_macs(pruned, input_shape), base[1] - count_params(pruned)
 
 
-def cpmc_importance(
-    model: nn.Module,
-    example_input: Tensor,
-    layers: Sequence[str],
-    combine: str = "product",
-    weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
-) -> dict[str, Tensor]:
-    """CPMC channel importance of the output channels of ``layers`` (higher = keep).
+GROUP_NORMS = ("total", "per_layer")
+CPMCCriteria = tuple[Tensor, Tensor, Tensor]  # (w, m, p) per output channel, float64
 
-    For channel c of a layer, with its Torch-Pruning dependency group (the filter, the BatchNorm
-    channel, and the input slices of every layer consuming the channel):
 
-    - weight criterion ``w_c = sqrt(Σ ‖slice‖²₂)`` over the conv/linear weight slices of the group
-      (the filter together with the next layer's weights that consume the channel);
-    - cost criteria ``m_c``, ``p_c``: MACs and parameters removed with the channel
-      (``workbench.flops`` on the model with one channel of that layer removed);
-    - global normalisation over all channels of all layers: ``w̃ = w / max w``, and, since a costly
-      channel is less worth keeping, ``m̃ = min m / m`` and ``p̃ = min p / p`` (all in (0, 1]);
-    - ``combine="product"`` (default): ``I = w̃ · m̃ · p̃``; ``combine="sum"``:
-      ``I = (a w̃ + b m̃ + c p̃) / (a + b + c)`` with ``(a, b, c) = weights``.
+def cpmc_criteria(
+    model: nn.Module, example_input: Tensor, layers: Sequence[str], group_norm: str = "total"
+) -> dict[str, CPMCCriteria]:
+    """CPMC's raw per-channel criteria ``(w, m, p)`` of the output channels of ``layers`` (arXiv 2011.03240).
 
-    The direction of the cost terms and the product/sum are choices (METHODS.md §6); rank
-    channels globally by ``I`` (e.g. ``channels.plan_from_scores(..., scope="global")``).
+    For channel c of a layer, with its Torch-Pruning dependency group (the filter, the BatchNorm channel, the
+    input slices of every layer consuming the channel and, for a coupled group such as a residual stream,
+    the filters of every member conv ``G`` sharing the channel):
+
+    - ``group_norm="total"`` (the paper's, which only met single layers): ``w_c = sqrt(Σ ‖slice‖²₂)`` over
+      the conv/linear weight slices of the group, ``m_c``, ``p_c`` the MACs and parameters removed with the
+      channel (``workbench.flops`` on the model with one channel removed);
+    - ``group_norm="per_layer"``: the same per member conv, ``w_c = sqrt(Σ ‖slice‖²₂ / |G|)``,
+      ``m_c = M_c / |G|``, ``p_c = P_c / |G|``, so that a coupled channel (a resnet56 stream channel is shared
+      by |G| = 10 convs) is compared per layer with a channel of one conv; for |G| = 1 both are equal.
     """
-    if combine not in ("product", "sum"):
-        raise WorkbenchError(f"unknown CPMC combination '{combine}'; valid: product, sum")
+    if group_norm not in GROUP_NORMS:
+        raise unknown("CPMC group normalisation", group_norm, GROUP_NORMS)
     root = unwrap(model)
     base = count_macs(root, tuple(example_input.shape[1:])), count_params(root)
     dg = dependency_graph(root, example_input)
@@ -134,13 +130,42 @@ def cpmc_importance(
     for path in layers:
         module = get_module(root, path)
         n = int(dg.get_out_channels(module))
-        w = magnitude(channel_group(dg, module, range(n))).double().sqrt()
+        w2 = magnitude(channel_group(dg, module, range(n))).double()
         macs, params = _per_channel_cost(root, example_input, path, base)
+        size = len(coupled_layers(dg, module)) if group_norm == "per_layer" else 1
         raw[path] = (
-            w,
-            torch.full((n,), float(macs), dtype=torch.float64),
-            torch.full((n,), float(params), dtype=torch.float64),
+            (w2 / size).sqrt(),
+            torch.full((n,), macs / size, dtype=torch.float64),
+            torch.full((n,), params / size, dtype=torch.float64),
         )
+    return raw
+
+
+def cpmc_importance(
+    model: nn.Module,
+    example_input: Tensor,
+    layers: Sequence[str],
+    combine: str = "product",
+    weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    group_norm: str = "total",
+) -> dict[str, Tensor]:
+    """CPMC channel importance of the output channels of ``layers`` (higher = keep).
+
+    From the per-channel criteria ``(w, m, p)`` of :func:`cpmc_criteria` (weight of the filter together with
+    the next layer's weights consuming the channel, MACs and parameters removed with it; ``group_norm``
+    counts a coupled group's criteria in total or per member conv):
+
+    - global normalisation over all channels of all layers: ``w̃ = w / max w``, and, since a costly
+      channel is less worth keeping, ``m̃ = min m / m`` and ``p̃ = min p / p`` (all in (0, 1]);
+    - ``combine="product"`` (default): ``I = w̃ · m̃ · p̃``; ``combine="sum"``:
+      ``I = (a w̃ + b m̃ + c p̃) / (a + b + c)`` with ``(a, b, c) = weights``.
+
+    The direction of the cost terms and the product/sum are choices (METHODS.md §6); rank
+    channels globally by ``I`` (e.g. ``channels.plan_from_scores(..., scope="global")``).
+    """
+    if combine not in ("product", "sum"):
+        raise WorkbenchError(f"unknown CPMC combination '{combine}'; valid: product, sum")
+    raw = cpmc_criteria(model, example_input, layers, group_norm)
     w_max = max(float(r[0].max()) for r in raw.values())
     m_min = min(float(r[1].min()) for r in raw.values())
     p_min = min(float(r[2].min()) for r in raw.values())
