@@ -10,9 +10,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Subset, TensorDataset
 
+from workbench.callbacks import Callback
 from workbench.data.samplers import SAMPLERS, EpochSampler, MPerClassSampler, build_sampler, dataset_targets
 from workbench.distill import contrastive_loss
 from workbench.errors import WorkbenchError
+from workbench.runs import Run
 from workbench.trainer import Objective, ObjectiveOutput, Trainer, TrainerConfig, trainer_config
 
 
@@ -182,3 +184,41 @@ def test_mcl_contrastive_loss_has_positives_for_every_anchor_on_100_classes():
             assert len(pos) == 3  # m − 1 positives
             want.append(-log_prob[pos].mean())
         torch.testing.assert_close(contrastive_loss(logits, y, y, exclude_self=True), torch.stack(want).mean())
+
+
+class _InterruptAt(Callback):
+    """Requests a stop (as SIGTERM does) at optimizer step ``at``, mid-epoch."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_step_end(self, trainer, step):
+        if step == self.at:
+            trainer._interrupt.requested = True
+
+
+def test_a_run_interrupted_mid_epoch_resumes_the_same_m_per_class_batches(tmp_path):
+    data = _toy()
+    cfg = trainer_config(
+        TrainerConfig(batch_size=64, lr=0.05, progress=False, sampler="m_per_class", m_per_class=4), epochs=2
+    )
+
+    def trainer(objective, run, at):
+        torch.manual_seed(0)
+        model = nn.Linear(8, 100)
+        return model, Trainer(model, cfg, data, None, device=torch.device("cpu"), run=run, objective=objective,
+                              callbacks=[_InterruptAt(at)], seed=5)  # fmt: skip
+
+    straight_obj = _Recorder()
+    straight, t = trainer(straight_obj, Run(tmp_path / "a", "t"), -1)
+    t.fit()
+    first_obj, second_obj = _Recorder(), _Recorder()
+    run_b = Run(tmp_path / "b", "t")
+    with pytest.raises(KeyboardInterrupt):  # step 10: the 3rd of the 7 batches of epoch 2
+        trainer(first_obj, run_b, 10)[1].fit()
+    resumed, t2 = trainer(second_obj, run_b, -1)
+    t2.fit(resume=True)
+    seen = first_obj.batches + second_obj.batches
+    assert len(seen) == len(straight_obj.batches) == 14
+    assert all(torch.equal(a, b) for a, b in zip(seen, straight_obj.batches, strict=True))
+    assert torch.equal(resumed.weight, straight.weight)
