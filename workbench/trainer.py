@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from workbench import distributed
@@ -35,6 +35,7 @@ from workbench.callbacks import Callback
 from workbench.checkpoint import load_checkpoint, save_checkpoint
 from workbench.comm import COMM_FORMAT, COMM_HOOKS, SKETCH_VALUES, CommHook, build_hook, validate_comm
 from workbench.config import opt
+from workbench.data.samplers import SAMPLERS, EpochSampler, build_sampler  # noqa: F401  (EpochSampler re-exported)
 from workbench.device import PRECISIONS, autocast, grad_scaler
 from workbench.errors import WorkbenchError
 from workbench.models.features import preserve_modes, unwrap
@@ -67,6 +68,14 @@ class TrainerConfig:
     eval_every: int = opt(1, "evaluate every N epochs (and after the last)", ge=1)
     eval_batch_size: int = opt(512, "batch size of evaluation", ge=1)
     num_workers: int = opt(0, "DataLoader worker processes", ge=0)
+    sampler: str = opt(
+        "random",
+        "training order: random (a permutation per epoch) or m_per_class (batches of B/m classes x m images)",
+        choices=SAMPLERS.names(),
+    )
+    m_per_class: int = opt(
+        4, "images per class in a batch (sampler=m_per_class)", ge=1, requires={"sampler": ("m_per_class",)}
+    )
     log_every: int = opt(50, "log training scalars every N optimizer steps", ge=1)
     progress: bool = opt(True, "show a progress bar")
     # --- gradient communication under torchrun (workbench.comm; ignored by single-process runs) ---
@@ -90,6 +99,12 @@ class TrainerConfig:
                 raise WorkbenchError(f"bad value for '{key}': {getattr(self, key)}; must be ≥ 1")
         if self.lr <= 0:
             raise WorkbenchError(f"bad value for 'lr': {self.lr}; must be > 0")
+        SAMPLERS[self.sampler]  # an unknown name: the registry's one-line error
+        if self.sampler == "m_per_class" and (self.m_per_class < 1 or self.batch_size % self.m_per_class):
+            raise WorkbenchError(
+                f"sampler=m_per_class: batch_size={self.batch_size} must be a multiple of "
+                f"m_per_class={self.m_per_class}"
+            )
         validate_comm(self)
 
 
@@ -113,38 +128,6 @@ class Objective(nn.Module):
     def forward(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> ObjectiveOutput:
         logits = model(inputs)
         return ObjectiveOutput(F.cross_entropy(logits, targets), logits)
-
-
-class EpochSampler(Sampler[int]):
-    """A seeded permutation per epoch, sharded across ranks, optionally starting mid-epoch.
-
-    Rank ``r`` of ``w`` yields ``perm[r::w]``; with the per-rank batch ``B/w`` the union of the ranks'
-    ``k``-th batches equals the single-process ``k``-th batch of size ``B``.
-    """
-
-    def __init__(self, n: int, seed: int, shuffle: bool = True, rank: int = 0, world: int = 1) -> None:
-        self.n, self.seed, self.shuffle, self.rank, self.world = n, seed, shuffle, rank, world
-        self.epoch, self.start = 0, 0
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Use epoch ``epoch``'s permutation, skipping this rank's first ``start`` indices."""
-        self.epoch, self.start = epoch, start
-
-    def _indices(self) -> list[int]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(derive_seed(self.seed, "data-order", self.epoch))
-            perm = torch.randperm(self.n, generator=g).tolist()
-        else:
-            perm = list(range(self.n))
-        pad = (-len(perm)) % self.world
-        perm += perm[:pad]
-        return perm[self.rank :: self.world]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._indices()[self.start :])
-
-    def __len__(self) -> int:
-        return math.ceil(self.n / self.world) - self.start
 
 
 @torch.no_grad()
@@ -226,7 +209,9 @@ class Trainer:
         self.objective = (objective or Objective()).to(self.device)
         self.callbacks = list(callbacks)
         self.train_data, self.eval_data = train_data, eval_data
-        self.sampler = EpochSampler(len(train_data), seed, shuffle=True, rank=self.rank, world=self.world)
+        self.sampler = build_sampler(
+            cfg.sampler, train_data, seed, cfg.batch_size, self.rank, self.world, m_per_class=cfg.m_per_class
+        )
         self.local_batch = cfg.batch_size // self.world
         self.batches_per_epoch = math.ceil(len(self.sampler) / self.local_batch)
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.grad_accum)
