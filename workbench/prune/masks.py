@@ -179,7 +179,9 @@ class FilterMaskSchedule(Callback):
             hard = torch.zeros_like(mask)
             hard[new_hard] = True
             soft = mask & ~hard
-            self._scale(p, soft, alpha)
+            # A zeroed BatchNorm γ would stop a soft filter's gradient (soft pruning would be hard): soft rows
+            # zeroed before the last epoch keep their BatchNorm; at the last epoch it goes too (masked = pruned).
+            self._scale(p, soft, alpha, bn=alpha != 0.0 or e >= total)
             self._scale(p, hard, 0.0)
             self.masks[p], self.hard[p] = mask.cpu(), hard.cpu()
             selected_total += n
@@ -194,17 +196,17 @@ class FilterMaskSchedule(Callback):
             f"{self.name}/hard_fraction": hard_total / max(filters, 1),
         }
 
-    def _tensors(self, path: str) -> list[Tensor]:
+    def _tensors(self, path: str, bn: bool = True) -> list[Tensor]:
         tensors = []
         for conv in self._members[path]:
             tensors += [conv.weight, conv.bias]
-        for bn in self._bns.get(path, []):
-            tensors += [bn.weight, bn.bias]
+        for norm in self._bns.get(path, []) if bn else []:
+            tensors += [norm.weight, norm.bias]
         return [t for t in tensors if t is not None]
 
-    def _scale(self, path: str, rows: Tensor, factor: float) -> None:
+    def _scale(self, path: str, rows: Tensor, factor: float, bn: bool = True) -> None:
         if bool(rows.any()):
-            for t in self._tensors(path):
+            for t in self._tensors(path, bn):
                 if factor == 0.0:
                     t[rows.to(t.device)] = 0.0
                 else:
