@@ -30,6 +30,40 @@ class CompareConfig(SweepKeys, CommonConfig):
     base_model: str = opt("", "a `workbench train` run directory to start from (default: train one per seed)")
     overrides: list[str] = opt([], "extra key=value settings passed to every sub-run, e.g. epochs=2,subset=2000")
 
+    def validate(self) -> None:
+        """Refuse an override the sub-runs' sweep grid would split into several runs (``workbench.sweep.grid``)."""
+        from workbench.sweep.grid import refuse_split
+
+        types = _sub_run_types(self.protocol)
+        for item in self.overrides:
+            key, _, value = item.partition("=")
+            refuse_split(key, value, _override_type(key.strip(), types))
+
+
+def _sub_run_types(protocol: str) -> dict[str, dict[str, str]]:
+    """The key types of the sub-runs a protocol's overrides reach, by override prefix."""
+    from workbench.commands.train import TrainCommandConfig
+    from workbench.sweep.grid import schema_types
+
+    if protocol in PRUNE_PROTOCOLS:
+        from compression.pruning.config import PruneConfig, SGLPConfig
+
+        schemas = {"prune": PruneConfig, "sglp": SGLPConfig}
+    else:
+        from compression.kd.config import KDConfig
+
+        schemas = {"kd": KDConfig}
+    return {name: schema_types(s) for name, s in {**schemas, "train": TrainCommandConfig}.items()}
+
+
+def _override_type(key: str, types: dict[str, dict[str, str]]) -> str:
+    """The type of an override's key: ``PREFIX.KEY`` in that sub-run, a plain key in the first sub-run having
+    it (``str`` when none has it; the routing refuses unknown keys later)."""
+    prefix, _, rest = key.partition(".")
+    if rest and prefix in types:
+        return types[prefix].get(rest, "str")
+    return next((t[key] for t in types.values() if key in t), "str")
+
 
 def last_wins(args: Sequence[str]) -> list[str]:
     """``key=value`` arguments with each key once, its last value (later settings override earlier ones)."""

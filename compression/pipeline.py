@@ -156,16 +156,31 @@ def val_fields(val: Any | None, before: float | None, after_prune: float | None,
 
 
 @torch.no_grad()
+def fold_bn(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``model`` with every BatchNorm that follows a convolution folded into it
+    (``torch.fx.experimental.optimization.fuse``: ``W' = W·γ/σ``, ``b' = (b − μ)·γ/σ + β`` with
+    ``σ = sqrt(running_var + ε)``), as an inference runtime would; the model itself is left alone."""
+    from torch.fx.experimental.optimization import fuse
+
+    return fuse(copy.deepcopy(model).cpu().eval(), inplace=True)
+
+
 def cpu_images_per_second(
-    models: dict[str, nn.Module], input_shape: Sequence[int], batch_size: int = 64, repeats: int = 5
+    models: dict[str, nn.Module],
+    input_shape: Sequence[int],
+    batch_size: int = 64,
+    repeats: int = 5,
+    fold_batchnorm: bool = False,
 ) -> dict[str, float]:
     """CPU inference throughput of each model, measured side by side in this process.
 
-    Each model runs in eval mode on a copy on the CPU; the repeats interleave the models (so that load
-    from other processes hits them alike) after one warm-up batch each; the median images/s is reported.
+    Each model runs in eval mode on a copy on the CPU (``fold_batchnorm``: with its BatchNorms folded into the
+    convolutions, :func:`fold_bn`); the repeats interleave the models (so that load from other processes hits
+    them alike) after one warm-up batch each; the median images/s is reported.
     """
     x = torch.randn(batch_size, *input_shape)
-    cpu = {name: copy.deepcopy(m).cpu().eval() for name, m in models.items()}
+    copies = fold_bn if fold_batchnorm else (lambda m: copy.deepcopy(m).cpu().eval())
+    cpu = {name: copies(m) for name, m in models.items()}
     for m in cpu.values():
         m(x)
     times: dict[str, list[float]] = {name: [] for name in cpu}

@@ -23,6 +23,7 @@ from workbench.io import atomic_write_text
 from workbench.report import format_mean_std, mean_std, to_csv, to_markdown
 from workbench.runs import Run, load_summary
 from workbench.sweep import run_sweep
+from workbench.sweep.grid import refuse_split
 from workbench.sweep.keys import sweep_options
 
 METRICS = (
@@ -58,16 +59,17 @@ def grid_args(cfg: Any) -> list[str]:
     args = [f"method={','.join(cfg.methods)}", f"seed={','.join(str(s) for s in cfg.seeds)}"]
     for key, value in flatten_dict(to_dict(cfg)).items():
         if key in defaults and key not in skip and value != defaults[key]:
-            if isinstance(value, str) and ("," in value or ";" in value):
-                raise WorkbenchError(f"'{key}' holds a comma ({value!r}); a compare cannot pass it to its runs")
-            args.append(f"{key}={_text(value)}")
+            text = _text(value)
+            refuse_split(key, text, "list[str]" if isinstance(value, (list, tuple)) else "str")
+            args.append(f"{key}={text}")
     return args
 
 
 def run_grid(cfg: Any, run: Run) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
     """The runs' summaries per method (finished runs, in seed order) and the names of failed runs."""
+    args = grid_args(cfg)  # refuses a setting the grid would split before anything is kept
     run.commit()  # the sub-runs are the sweep's: a resumed compare never rolls back runs it finished
-    sweep = run_sweep(["cil", "run"], grid_args(cfg), sweep_options(cfg), sweep_dir=run.dir)
+    sweep = run_sweep(["cil", "run"], args, sweep_options(cfg), sweep_dir=run.dir)
     if sweep.exit_code == 130:  # the sweep was interrupted: stop like any command (save, say how to resume)
         raise KeyboardInterrupt
     summaries: dict[str, list[dict[str, Any]]] = {m: [] for m in cfg.methods}

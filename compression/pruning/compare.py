@@ -133,7 +133,12 @@ def _row_groups(family: str, methods: list[str]) -> list[tuple[str, list[str], l
 
 
 def joint_speedups(
-    base_dir: Path, outputs: dict[str, Path], rows: dict[str, list[dict]], batch: int, repeats: int
+    base_dir: Path,
+    outputs: dict[str, Path],
+    rows: dict[str, list[dict]],
+    batch: int,
+    repeats: int,
+    fold_batchnorm: bool = False,
 ) -> None:
     """CPU speed-up of every row's pruned model of one seed over the unpruned one, all measured side by side
     in this process (``cpu_images_per_second`` interleaves them), added to each row's last summary as
@@ -146,7 +151,7 @@ def joint_speedups(
     models = {"unpruned": source.model}
     for row, out in outputs.items():
         models[row], _ = load_model(out / "checkpoints" / "model.pt")
-    speed = cpu_images_per_second(models, source.input_shape, batch, repeats)
+    speed = cpu_images_per_second(models, source.input_shape, batch, repeats, fold_batchnorm)
     for row in outputs:
         rows[row][-1] = {**rows[row][-1], "cpu_speedup_joint": speed[row] / speed["unpruned"]}
 
@@ -189,7 +194,10 @@ def run_compare(cfg, run: Run) -> dict:
         summary = rows[methods[-1]][-1]
         if family == "prune":
             sub_cfg = load_config_dict(outputs[methods[-1]])
-            joint_speedups(base_dir, outputs, rows, sub_cfg["speed_batch"], sub_cfg["speed_repeats"])
+            joint_speedups(
+                base_dir, outputs, rows, sub_cfg["speed_batch"], sub_cfg["speed_repeats"],
+                bool(sub_cfg.get("speed_fold_bn", False)),
+            )  # fmt: skip
         unpruned = {"test_acc": summary["acc_before"], "macs_ratio": 1.0, "params_after": summary["params_before"]}
         if summary.get("val_acc_before") is not None:
             unpruned["val_acc"] = summary["val_acc_before"]

@@ -113,6 +113,9 @@ class PruneBase(TrainerConfig, SourceConfig, CommonConfig):
     lr: float = opt(0.01, "learning rate")
     speed_batch: int = opt(64, "batch size of the CPU inference-speed measurement")
     speed_repeats: int = opt(5, "repeats of the CPU inference-speed measurement (median)")
+    speed_fold_bn: bool = opt(
+        False, "fold the BatchNorms into the convolutions of both models before the CPU speed measurement"
+    )
 
     def validate(self) -> None:
         model_file(self.model)

@@ -24,7 +24,9 @@ that Torch-Pruning's dependency graph finds (DepGraph, arXiv 2301.12900; ``workb
 i.e. also the residual stream of each stage (stem or shortcut conv and the last conv of every block, their
 BatchNorms, the consumers' inputs), so that every convolution is pruned as in SFP's paper. A group is scored
 as a whole: the method's per-filter criterion averaged over the group's convs (``group_scores``; CPMC's
-weight criterion already covers its whole dependency group), and it is masked and removed as a whole.
+criteria cover its whole dependency group, taken per member conv with ``cpmc_group_norm=per_layer``, the
+default, so that a stream channel is compared per layer with an internal one: ``workbench.prune.cpmc_criteria``),
+and it is masked and removed as a whole.
 ``round_to=r`` keeps a multiple of r channels in every pruned group (as Torch-Pruning's ``round_to``).
 
 Each method is a :class:`FilterMethod` registered in ``compression.pruning.FILTER_METHODS``: its config keys

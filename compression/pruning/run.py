@@ -281,7 +281,9 @@ def report_prune(
     cfg, run, device, data, source = prep.cfg, prep.run, prep.device, prep.data, prep.source
     pruned, plan = outcome.pruned, outcome.plan
     cost_before, cost_after = prep.cost_before, model_cost(pruned, prep.shape)
-    speed = cpu_images_per_second({"before": original, "after": pruned}, prep.shape, cfg.speed_batch, cfg.speed_repeats)
+    speed = cpu_images_per_second(
+        {"before": original, "after": pruned}, prep.shape, cfg.speed_batch, cfg.speed_repeats, cfg.speed_fold_bn
+    )
     save_outputs(
         run,
         {"model.pt": pruned},

@@ -33,6 +33,8 @@ def _check_refused(result, run_root: Path, needle: str) -> None:
         (["benchmark=split-digits-5", "method=ncm", "task_sizes=1,3,2,2,2"], "first task"),
         (["benchmark=split-digits-5", "method=fecam", "task_sizes=1,3,2,2,2"], "first task"),
         (["benchmark=split-digits-5", "methods=naive,fecam", "task_sizes=1,3,2,2,2"], "first task"),
+        # a setting the compare's sweep grid would split (workbench.sweep.grid.refuse_split, shared with compress)
+        (["benchmark=split-digits-5", "methods=naive", "seeds=0", "data_root=/no/a,b"], "'data_root' holds a comma"),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(cli, run_root: Path, tmp_path: Path, args: list, needle: str) -> None:

@@ -347,3 +347,18 @@ def test_next_attempt_skips_finished_resumes_partial_and_starts_fresh(tmp_path):
     assert next_attempt(["train"], fresh, tmp_path / "point", 3, cfg)[0] == "resume"
     done = make("d-done-no-seed", {"acc": 1.0}, True, run_root="elsewhere", name="x")  # bookkeeping keys differ
     assert next_attempt(["train"], fresh, tmp_path / "point", 3, cfg) == ("done", done, [])
+
+
+def test_refuse_split_refuses_exactly_what_the_grid_would_expand():
+    from workbench.sweep.grid import refuse_split
+
+    for key, raw, typ in (("name", "a,b", "str"), ("milestones", "3;6", "list[int]"), ("seed", "0:3", "int"),
+                          ("tags", "a;a", "list[str]"), ("name", "a,", "str")):  # fmt: skip
+        with pytest.raises(WorkbenchError, match=f"'{key}' holds a") as err:
+            refuse_split(key, raw, typ)
+        assert "\n" not in str(err.value)
+    # one value each: a list with commas, a colon in a string, a ';' in a string, a plain value
+    for key, raw, typ in (("milestones", "[3,6]", "list[int]"), ("device", "cuda:0", "str"),
+                          ("name", "a;b", "str"), ("lr", "0.1", "float")):  # fmt: skip
+        assert expand_value(key, raw, typ) == [raw]
+        refuse_split(key, raw, typ)

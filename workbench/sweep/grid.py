@@ -76,12 +76,37 @@ class GridSpec:
 
 def key_types(cmd: Command) -> dict[str, str]:
     """Every (dotted) key of the command's config and its type name."""
-    return {key: typ for key, typ, _, _ in describe(load_object(cmd.config))}
+    return schema_types(load_object(cmd.config))
+
+
+def schema_types(schema: type) -> dict[str, str]:
+    """Every (dotted) key of a config dataclass and its type name (as :func:`expand_value` reads it)."""
+    return {key: typ for key, typ, _, _ in describe(schema)}
+
+
+def _is_list(typ: str) -> bool:
+    return any(t in typ for t in ("list[", "tuple[", "Sequence["))
+
+
+def refuse_split(key: str, raw: str, typ: str = "str") -> None:
+    """Refuse, in one line, a fixed ``key=raw`` setting that a compare hands to its runs through the sweep
+    grid when the grid would expand it into several runs (:func:`expand_value`: ``a,b`` for a scalar key,
+    ``a;b`` for a list key, ``a:b`` for an int key). ``typ``: the key's type name (unknown: ``str``)."""
+    try:
+        several = len(expand_value(key, raw, typ)) > 1
+    except WorkbenchError:  # an empty or repeated value in a list is a list all the same
+        several = True
+    if several:
+        what = "a ';'" if _is_list(typ) else ("a range a:b" if _RANGE.match(raw) else "a comma")
+        raise WorkbenchError(
+            f"'{key}' holds {what} ({raw!r}), which the sweep grid would split into several runs; "
+            "a compare cannot pass it to its runs: give one value"
+        )
 
 
 def expand_value(key: str, raw: str, typ: str) -> list[str]:
     """The values a ``key=raw`` argument stands for (one value: not swept)."""
-    if any(t in typ for t in ("list[", "tuple[", "Sequence[")):
+    if _is_list(typ):
         values = raw.split(";") if ";" in raw else [raw]
     elif _RANGE.match(raw) and typ in ("int", "Optional[int]", "int | None"):
         lo, hi = map(int, _RANGE.match(raw).groups())  # type: ignore[union-attr]
