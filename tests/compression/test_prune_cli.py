@@ -215,7 +215,7 @@ def test_prune_compare_rows_at_both_scopes_with_a_joint_speed_up(trained):
     res = workbench_cli(
         "compress", "compare", "protocol=prune-fmnist", f"base_model={model_dir}", "seeds=0",
         "methods=sfp,sfp@all,tp-l2@all", "overrides=epochs=1,finetune_epochs=0,subset=200,speed_repeats=1,"
-        "speed_batch=8,progress=false,batch_size=64,round_to=2",
+        "speed_batch=8,speed_fold_bn=true,progress=false,batch_size=64,round_to=2",
         f"run_root={root.parent / 'compare-prune'}",
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
