@@ -10,7 +10,6 @@ from torch import nn
 
 from compression.pruning import filters as fp
 from workbench.errors import WorkbenchError
-from workbench.models.resnet_cifar import CifarResNet
 from workbench.prune.criteria import cpmc_criteria, cpmc_importance
 
 SHAPE = (1, 8, 8)
@@ -24,20 +23,6 @@ INTERNAL_PLAN = {
     "layer3.0.conv1": [],
     "layer3.1.conv1": [0, 2, 5, 6, 8, 9, 10, 11, 12, 15, 17, 19, 20, 21, 22, 24, 25, 29],
 }
-
-
-@pytest.fixture(scope="module")
-def net():
-    torch.manual_seed(0)
-    model = CifarResNet((2, 2, 2), (8, 16, 32), num_classes=10, in_channels=1)
-    with torch.no_grad():  # the same net as test_prune_scope's
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")

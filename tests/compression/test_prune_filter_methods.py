@@ -12,26 +12,10 @@ from compression.pruning import filters as fp
 from workbench.errors import WorkbenchError
 from workbench.flops import count_macs
 from workbench.models import build_model
-from workbench.models.resnet_cifar import CifarResNet
 from workbench.trainer import Trainer, TrainerConfig, trainer_config
 
 SHAPE = (1, 8, 8)
 TARGET = 0.5
-
-
-@pytest.fixture(scope="module")
-def net():
-    torch.manual_seed(0)
-    model = CifarResNet((2, 2, 2), (8, 16, 32), num_classes=10, in_channels=1)  # a small resnet14
-    # non-trivial BatchNorm statistics and affine parameters, so that masking must handle them
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")

@@ -27,20 +27,6 @@ STREAMS = {
 
 
 @pytest.fixture(scope="module")
-def net():
-    torch.manual_seed(0)
-    model = CifarResNet((2, 2, 2), (8, 16, 32), num_classes=10, in_channels=1)
-    with torch.no_grad():  # non-trivial BatchNorms, so that masking must handle them
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-    return model.eval()
-
-
-@pytest.fixture(scope="module")
 def groups(net):
     return fp.prunable_groups(net, SHAPE, "all")
 
