@@ -290,15 +290,28 @@ BOOKKEEPING_KEYS = frozenset({"name", "run_root", "device", "progress", "num_wor
 
 def same_config(run_dir: str | Path, cfg: Any) -> bool:
     """The run's saved config equals ``cfg`` up to the bookkeeping keys (name, run_root, device, progress,
-    num_workers) and the keys the run drew itself where ``cfg`` left them empty (``opt(..., drawn=True)``)."""
+    num_workers), the keys the run drew itself where ``cfg`` left them empty (``opt(..., drawn=True)``), and
+    keys added to the command after the run was made that ``cfg`` leaves at their default (a new key's
+    default keeps the old behaviour, so a resumed sweep reuses the runs made before it existed)."""
     want = {k: v for k, v in to_dict(cfg).items() if k not in BOOKKEEPING_KEYS}
     saved = {k: v for k, v in load_config_dict(run_dir).items() if k not in BOOKKEEPING_KEYS}
     if dataclasses.is_dataclass(cfg):
+        defaults = to_dict(type(cfg)()) if _has_defaults(cfg) else {}
         for f in dataclasses.fields(cfg):
             if f.metadata.get("drawn") and not want.get(f.name):
                 want.pop(f.name, None)
                 saved.pop(f.name, None)
+            elif f.name not in saved and f.name in want and f.name in defaults and want[f.name] == defaults[f.name]:
+                want.pop(f.name)
     return saved == want
+
+
+def _has_defaults(cfg: Any) -> bool:
+    return all(
+        f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        for f in dataclasses.fields(cfg)
+        if f.init
+    )
 
 
 def finished_run(folder: str | Path, seed: int, cfg: Any | None = None) -> Path | None:

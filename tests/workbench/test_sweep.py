@@ -349,6 +349,24 @@ def test_next_attempt_skips_finished_resumes_partial_and_starts_fresh(tmp_path):
     assert next_attempt(["train"], fresh, tmp_path / "point", 3, cfg) == ("done", done, [])
 
 
+def test_a_run_made_before_a_key_existed_is_reused_only_while_the_key_is_at_its_default(tmp_path):
+    import yaml
+
+    from workbench.commands.train import TrainCommandConfig
+    from workbench.config import resolve_config, to_dict
+    from workbench.runs import same_config
+
+    cfg = resolve_config(TrainCommandConfig, ["dataset=digits", "model=mlp", "seed=3"])
+    old = to_dict(cfg)
+    del old["lr"]  # the run was made before `lr` was a key
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    assert same_config(tmp_path, cfg)
+    assert not same_config(tmp_path, resolve_config(TrainCommandConfig, ["dataset=digits", "model=mlp", "lr=0.5"]))
+    old["lr"] = 0.5  # a key the run had, at another value: never the same
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    assert not same_config(tmp_path, cfg)
+
+
 def test_refuse_split_refuses_exactly_what_the_grid_would_expand():
     from workbench.sweep.grid import refuse_split
 
