@@ -310,6 +310,10 @@ def find_command(argv: list[str]) -> tuple[Command, str, str, list[str]]:
         sub = rest[0] if rest else ""
         if sub in names:
             return names[sub], f"workbench {head} {sub}", head, rest[1:]
+        if not sub or sub.startswith("-") or "=" in sub:
+            raise WorkbenchError(
+                f"'{head}' needs one of its commands first: {', '.join(names)} (e.g. '{head} {next(iter(names))} ...')"
+            )
         raise WorkbenchError(f"unknown command '{head} {sub}'{suggest(sub, names)}; valid: {', '.join(names)}")
     valid = [*core_by_name, *groups]
     raise WorkbenchError(f"unknown command '{head}'{suggest(head, valid)}; valid: {', '.join(sorted(valid))}")

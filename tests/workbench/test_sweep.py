@@ -87,6 +87,7 @@ def test_grid_nested_dotted_keys():
         (["train", "dataset=digits", "optimizer=sgd,adamm"], "adamm"),
         (["train", "dataset=digits", "epochs=2,0"], "epochs"),
         (["trian", "dataset=digits"], "did you mean 'train'"),
+        (["cil", "--preset", "split-fmnist-5", "seed=0,1"], "'cil' needs one of its commands first: run, compare"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, needle):
