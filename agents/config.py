@@ -85,6 +85,9 @@ class TrainConfig(CommonConfig):
     attention_source: str = opt("features", "what the decision-attention maps act on", ("features", "decisions"))
     attention_lr: float = opt(0.0, "Adam learning rate of W_q, W_k (0: the students' learning rate)", ge=0)
     attention_scaled: bool = opt(False, "divide attention scores by sqrt(P)")
+    attention_self: bool = opt(
+        True, "decision-attention over all students incl. itself (paper); false: over the peers only (variant)"
+    )
     ppo: PPOConfig = field(default_factory=PPOConfig)
     dqn: DQNConfig = field(default_factory=DQNConfig)
     eval_every: int = opt(0, "evaluate every N steps per student (0: only at the end)", ge=0)

@@ -84,7 +84,11 @@ class Group:
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(derive_seed(cfg.seed, "attention"))
                     self.attention = DecisionAttention(
-                        dim, cfg.students, scaled=cfg.attention_scaled, source=cfg.attention_source
+                        dim,
+                        cfg.students,
+                        scaled=cfg.attention_scaled,
+                        source=cfg.attention_source,
+                        include_self=cfg.attention_self,
                     ).to(device)
             lr = cfg.attention_lr or self.algorithm.learning_rate(cfg)
             self.distiller = Distiller(

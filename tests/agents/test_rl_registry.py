@@ -92,3 +92,9 @@ def test_every_algorithm_and_method_trains_and_resumes(algo, method, run_root):
     run.close()
     for e, g in zip(expected, got):
         assert (g["num_timesteps"], g["n_updates"]) == (e["num_timesteps"], e["n_updates"]), (algo, method)
+
+
+@pytest.mark.parametrize("flag", ["true", "false"])
+def test_attention_self_key_reaches_the_group_attention(tmp_path, flag):
+    runner = GroupRunner(_cfg("ppo", "opd-da", tmp_path, f"attention_self={flag}"), None)
+    assert runner.group.attention is not None and runner.group.attention.include_self is (flag == "true")

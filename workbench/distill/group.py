@@ -80,6 +80,9 @@ class DecisionAttention(nn.Module):
         proj_dim: width P of the query/key maps; default ``max(1, feature_dim // 8)``.
         scaled: divide the scores by ``sqrt(P)`` (default False: plain ``q_i · k_j``).
         source: ``"features"`` (default): W_q, W_k act on ``h``; ``"decisions"``: they act on ``z``.
+        include_self: ``j`` runs over all M members (default, the paper's); False: over the peers only,
+            ``α_ij = softmax_{j≠i}(q_i · k_j)``, ``α_ii = 0`` (a variant: with the member itself in the sum the
+            distillation loss that trains W_q, W_k is zero at ``α_ii = 1``, and the attention can collapse there).
     """
 
     def __init__(
@@ -89,8 +92,11 @@ class DecisionAttention(nn.Module):
         proj_dim: int | None = None,
         scaled: bool = False,
         source: Literal["features", "decisions"] = "features",
+        include_self: bool = True,
     ) -> None:
         super().__init__()
+        if not include_self and num_members < 2:
+            raise ShapeError(f"DecisionAttention: include_self=False needs at least 2 members, got {num_members}")
         if source not in ("features", "decisions"):
             raise unknown("attention source", source, ("features", "decisions"))
         self.feature_dim = feature_dim
@@ -98,11 +104,13 @@ class DecisionAttention(nn.Module):
         self.proj_dim = proj_dim if proj_dim is not None else max(1, feature_dim // 8)
         self.scaled = scaled
         self.source = source
+        self.include_self = include_self
         self.w_q = nn.Linear(feature_dim, self.proj_dim, bias=False)
         self.w_k = nn.Linear(feature_dim, self.proj_dim, bias=False)
 
     def attention(self, inputs: torch.Tensor, detach_peers: bool = True) -> torch.Tensor:
-        """``α[b, i, j] = softmax_j(q_i · k_j)`` from ``inputs`` ``(M, B, D)``; returns ``(B, M, M)``.
+        """``α[b, i, j] = softmax_j(q_i · k_j)`` from ``inputs`` ``(M, B, D)`` (j ≠ i unless ``include_self``);
+        returns ``(B, M, M)``.
 
         With ``detach_peers`` the score ``q_i · k_j`` uses ``W_k inputs_j.detach()`` for j ≠ i.
         """
@@ -124,6 +132,8 @@ class DecisionAttention(nn.Module):
             scores = torch.einsum("ibp,jbp->bij", q, k)
         if self.scaled:
             scores = scores / math.sqrt(self.proj_dim)
+        if not self.include_self:
+            scores = scores.masked_fill(_eye(m, inputs.device), -math.inf)
         return scores.softmax(dim=-1)
 
     def forward(

@@ -209,3 +209,41 @@ def test_ramp_weight():
     assert ramp_weight(50, 100) == pytest.approx(math.exp(-5 * 0.25))
     assert ramp_weight(100, 100) == 1.0 and ramp_weight(500, 100) == 1.0
     assert ramp_weight(3, 0) == 1.0
+
+
+def _hand_alpha_peers_only():
+    alpha = []
+    for b in range(B):
+        rows = []
+        for i in range(M):
+            q = _matvec(WQ, H[i][b])
+            s = {j: sum(u * v for u, v in zip(q, _matvec(WK, H[j][b]))) for j in range(M) if j != i}
+            e = {j: math.exp(v) for j, v in s.items()}
+            rows.append([e[j] / sum(e.values()) if j != i else 0.0 for j in range(M)])
+        alpha.append(rows)
+    return alpha
+
+
+@pytest.mark.parametrize("detach_peers", [False, True])
+def test_peers_only_attention_is_the_softmax_over_the_other_members(detach_peers):
+    h, z = _inputs()
+    targets, alpha = _module(include_self=False)(z, h, detach_peers=detach_peers)
+    want = _hand_alpha_peers_only()
+    assert alpha.tolist() == [[pytest.approx(r, rel=1e-12, abs=1e-15) for r in rows] for rows in want]
+    want_t = _hand_targets(want, Z)
+    for i in range(M):
+        for b in range(B):
+            assert targets[i, b].tolist() == pytest.approx(want_t[i][b], rel=1e-12)
+    # the self-target that zeroes the decision loss is out of reach: the loss stays > 0
+    assert decision_loss(targets, z, T=2.5).sum().item() > 1e-6
+
+
+def test_peers_only_attention_trains_its_maps_and_refuses_a_group_of_one():
+    att = _module(include_self=False)
+    h, z = _inputs()
+    targets, _ = att(z, h)
+    decision_loss(targets, z, T=2.5).sum().backward()
+    assert att.w_q.weight.grad.abs().sum() > 0 and att.w_k.weight.grad.abs().sum() > 0
+    assert torch.isfinite(att.w_q.weight.grad).all() and torch.isfinite(h.grad).all()
+    with pytest.raises(ShapeError, match="include_self=False needs at least 2 members"):
+        DecisionAttention(D, 1, include_self=False)
