@@ -17,17 +17,10 @@ SHAPE = (1, 8, 8)
 
 
 @pytest.fixture(scope="module")
-def net():
-    torch.manual_seed(0)
-    model = CifarResNet((2, 2, 2), (8, 16, 32), num_classes=10, in_channels=1)
-    with torch.no_grad():  # non-trivial statistics and affine parameters, so that folding must use them
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.3, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.3, 0.3)
-    return model.train()  # folding works on an eval copy whatever the model's mode
+def net(net: CifarResNet) -> CifarResNet:
+    """The shared small resnet with live BatchNorms (conftest), in train mode: folding works on an eval copy
+    whatever the model's mode."""
+    return net.train()
 
 
 def _bns(model: nn.Module) -> int:
