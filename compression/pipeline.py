@@ -165,6 +165,7 @@ def fold_bn(model: nn.Module) -> nn.Module:
     return fuse(copy.deepcopy(model).cpu().eval(), inplace=True)
 
 
+@torch.no_grad()
 def cpu_images_per_second(
     models: dict[str, nn.Module],
     input_shape: Sequence[int],

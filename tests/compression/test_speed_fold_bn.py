@@ -46,3 +46,12 @@ def test_the_speed_measurement_takes_the_fold_and_the_prune_config_defaults_to_o
     speed = cpu_images_per_second({"a": net, "b": net}, SHAPE, batch_size=4, repeats=1, fold_batchnorm=True)
     assert set(speed) == {"a", "b"} and all(v > 0 for v in speed.values())
     assert PruneConfig().speed_fold_bn is False
+
+
+@pytest.mark.parametrize("fold", [False, True])
+def test_the_speed_measurement_runs_without_autograd(net, fold):
+    grad_enabled: list[bool] = []
+    model = copy.deepcopy(net)
+    model.fc.register_forward_hook(lambda *_: grad_enabled.append(torch.is_grad_enabled()))
+    cpu_images_per_second({"a": model}, SHAPE, batch_size=4, repeats=2, fold_batchnorm=fold)
+    assert grad_enabled and not any(grad_enabled)  # inference speed, not the cost of recording a graph
