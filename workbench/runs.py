@@ -296,13 +296,16 @@ def same_config(run_dir: str | Path, cfg: Any) -> bool:
     want = {k: v for k, v in to_dict(cfg).items() if k not in BOOKKEEPING_KEYS}
     saved = {k: v for k, v in load_config_dict(run_dir).items() if k not in BOOKKEEPING_KEYS}
     if dataclasses.is_dataclass(cfg):
-        defaults = to_dict(type(cfg)()) if _has_defaults(cfg) else {}
         for f in dataclasses.fields(cfg):
             if f.metadata.get("drawn") and not want.get(f.name):
                 want.pop(f.name, None)
                 saved.pop(f.name, None)
-            elif f.name not in saved and f.name in want and f.name in defaults and want[f.name] == defaults[f.name]:
-                want.pop(f.name)
+        new_keys = want.keys() - saved.keys()
+        if new_keys and _has_defaults(cfg):
+            defaults = to_dict(type(cfg)())
+            for key in new_keys:
+                if key in defaults and want[key] == defaults[key]:
+                    del want[key]
     return saved == want
 
 
