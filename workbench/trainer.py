@@ -35,7 +35,7 @@ from workbench.callbacks import Callback
 from workbench.checkpoint import load_checkpoint, save_checkpoint
 from workbench.comm import COMM_FORMAT, COMM_HOOKS, SKETCH_VALUES, CommHook, build_hook, validate_comm
 from workbench.config import opt
-from workbench.data.samplers import SAMPLERS, EpochSampler, build_sampler  # noqa: F401  (EpochSampler re-exported)
+from workbench.data.samplers import SAMPLERS, build_sampler
 from workbench.device import PRECISIONS, autocast, grad_scaler
 from workbench.errors import WorkbenchError
 from workbench.models.features import preserve_modes, unwrap

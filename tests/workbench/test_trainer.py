@@ -5,9 +5,10 @@ import torch
 from torch import nn
 
 from workbench.callbacks import Callback
+from workbench.data.samplers import EpochSampler
 from workbench.optim import lr_factor
 from workbench.runs import Run
-from workbench.trainer import EpochSampler, Trainer, TrainerConfig
+from workbench.trainer import Trainer, TrainerConfig
 
 CPU = torch.device("cpu")
 
